@@ -1,0 +1,1 @@
+"""The LLM layer: prompts, parsers, a persistent response cache and an async client."""
