@@ -1,0 +1,38 @@
+"""Report sentences per patient shard: sections, measurements (mm), negation, side."""
+
+import pandas as pd
+from dagster import AssetExecutionContext, Output, asset
+from rad3d_pipeline.sentences import SentenceSplitter
+from rad3d_pipeline.sentences import report_sentences as split_reports
+
+from assets.metadata import table_metadata
+from assets.partitions import shard_partitions, single_run
+from rad3d_pipeline.patients import shard_column
+from resources.settings import Rad3dSettings
+
+GROUP = "sentences"
+
+
+@asset(
+    group_name=GROUP,
+    code_version="1",
+    partitions_def=shard_partitions,
+    backfill_policy=single_run,
+    description="One row per report sentence: VolumeName, section, sentence_index, text, measurements in mm, "
+    "negation, side. Partitioned by patient shard.",
+)
+def report_sentences(
+    context: AssetExecutionContext, ctrate_reports: pd.DataFrame, settings: Rad3dSettings
+) -> Output[dict[str, pd.DataFrame]]:
+    keys = list(context.partition_keys)
+    shards = shard_column(ctrate_reports["patient_id"], settings.n_shards)
+    wanted = ctrate_reports.loc[shards.isin(keys)]
+    splitter = SentenceSplitter()
+    table = split_reports(wanted, splitter)
+    table["shard"] = table["VolumeName"].map(dict(zip(wanted["VolumeName"], shards.loc[wanted.index], strict=True)))
+    out = {key: table.loc[table["shard"] == key].reset_index(drop=True) for key in keys}
+    meta = table_metadata(table)
+    meta["splitter"] = splitter.splitter_name
+    meta["with_measurement"] = int(table["has_measurement"].sum()) if len(table) else 0
+    context.log.info(f"{len(wanted)} reports in {len(keys)} shard(s) -> {len(table)} sentences")
+    return Output(out, metadata=meta)

@@ -1,0 +1,200 @@
+"""``rad3d build``: materialize a selection, every partition, in-process, against DAGSTER_HOME.
+
+The selection is split into runs of assets that share a partitions definition, in
+topological order; each run covers a contiguous partition range in one run
+(``dagster/asset_partition_range_*`` tags), so 16 shards cost one run, not 16.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from dagster import (
+    AssetKey,
+    AssetSelection,
+    DagsterInstance,
+    Definitions,
+    MultiPartitionsDefinition,
+    PartitionsDefinition,
+    materialize,
+)
+
+TASK_PARTITIONED_HINT = "task"
+
+
+class BuildError(Exception):
+    """A run of the build failed; the message names the asset and partitions."""
+
+
+@dataclass
+class PlannedRun:
+    """One run: assets sharing a partitions definition, over one partition range.
+
+    For a two-dimensional partitions definition the range is a rectangle: from
+    ``start`` to ``end`` in each dimension (Dagster's multi-partition range semantics).
+    """
+
+    asset_keys: list[AssetKey]
+    partitions_def: PartitionsDefinition | None
+    partition_keys: list[str] = field(default_factory=list)
+    start: str = ""
+    end: str = ""
+
+    def describe(self) -> str:
+        names = ", ".join(k.to_user_string() for k in self.asset_keys)
+        if not self.partition_keys:
+            return names
+        if self.start == self.end:
+            return f"{names} [{self.start}]"
+        return f"{names} [{self.start}..{self.end}]"
+
+    def tags(self) -> dict[str, str]:
+        if not self.partition_keys:
+            return {}
+        return {"dagster/asset_partition_range_start": self.start, "dagster/asset_partition_range_end": self.end}
+
+
+def resolve_selection(defs: Definitions, select: str | None) -> set[AssetKey]:
+    graph = defs.resolve_asset_graph()
+    if not select:
+        return set(graph.materializable_asset_keys)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        keys = AssetSelection.from_string(select).resolve(graph)
+    if not keys:
+        raise BuildError(f"--select {select!r} matches no asset")
+    return set(keys)
+
+
+def _contiguous_runs(all_keys: Sequence[str], wanted: set[str]) -> list[list[str]]:
+    runs: list[list[str]] = []
+    current: list[str] = []
+    for key in all_keys:
+        if key in wanted:
+            current.append(key)
+        elif current:
+            runs.append(current)
+            current = []
+    if current:
+        runs.append(current)
+    return runs
+
+
+def plan_runs(
+    defs: Definitions, selected: set[AssetKey], partition_filter: Callable[[AssetKey, str], bool] | None = None
+) -> list[PlannedRun]:
+    """Consecutive assets (in topological order) with the same partitions share a run."""
+    graph = defs.resolve_asset_graph()
+    plan: list[PlannedRun] = []
+    for level in graph.toposorted_asset_keys_by_level:
+        by_partitions: dict[int, list[AssetKey]] = {}
+        defs_by_id: dict[int, PartitionsDefinition | None] = {}
+        for key in sorted(level, key=lambda k: k.to_user_string()):
+            if key not in selected:
+                continue
+            pdef = graph.get(key).partitions_def
+            by_partitions.setdefault(id(pdef), []).append(key)
+            defs_by_id[id(pdef)] = pdef
+        for pid, keys in by_partitions.items():
+            pdef = defs_by_id[pid]
+            if pdef is None:
+                plan.append(PlannedRun(keys, None))
+                continue
+            all_keys = list(pdef.get_partition_keys())
+            wanted = {p for p in all_keys if all(partition_filter is None or partition_filter(k, p) for k in keys)}
+            if isinstance(pdef, MultiPartitionsDefinition):
+                plan.extend(_rectangles(keys, pdef, all_keys, wanted))
+            else:
+                for chunk in _contiguous_runs(all_keys, wanted):
+                    plan.append(PlannedRun(keys, pdef, chunk, chunk[0], chunk[-1]))
+    return _merge_adjacent(plan)
+
+
+def _rectangles(
+    keys: list[AssetKey], pdef: MultiPartitionsDefinition, all_keys: list[str], wanted: set[str]
+) -> list[PlannedRun]:
+    """Cover the wanted keys of a two-dimensional definition with few rectangles."""
+    split = [k.split("|") for k in all_keys]
+    primary = list(dict.fromkeys(p for p, _ in split))
+    secondary = list(dict.fromkeys(q for _, q in split))
+    spans: list[tuple[tuple[str, str], list[str]]] = []  # (primary range, secondary values)
+    for value in secondary:
+        for chunk in _contiguous_runs(primary, {p for p in primary if f"{p}|{value}" in wanted}):
+            span = (chunk[0], chunk[-1])
+            if spans and spans[-1][0] == span and secondary.index(spans[-1][1][-1]) + 1 == secondary.index(value):
+                spans[-1][1].append(value)
+            else:
+                spans.append((span, [value]))
+    runs = []
+    for (first, last), values in spans:
+        lo, hi = primary.index(first), primary.index(last)
+        covered = [f"{p}|{v}" for p in primary[lo : hi + 1] for v in values]
+        runs.append(PlannedRun(keys, pdef, covered, f"{first}|{values[0]}", f"{last}|{values[-1]}"))
+    return runs
+
+
+def _merge_adjacent(plan: list[PlannedRun]) -> list[PlannedRun]:
+    """Merge neighbouring unpartitioned runs (fewer runs, same order)."""
+    merged: list[PlannedRun] = []
+    for run in plan:
+        if merged and run.partitions_def is None and merged[-1].partitions_def is None:
+            merged[-1].asset_keys.extend(run.asset_keys)
+        else:
+            merged.append(run)
+    return merged
+
+
+def root_cause(error: object) -> str:
+    """The innermost error message of a Dagster SerializableErrorInfo chain (the user's own error)."""
+    message = ""
+    while error is not None:
+        message = str(getattr(error, "message", "")).strip() or message
+        error = getattr(error, "cause", None)
+    return message
+
+
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def execute_plan(
+    defs: Definitions,
+    plan: list[PlannedRun],
+    instance: DagsterInstance,
+    echo: Callable[[str], None] = print,
+) -> list[str]:
+    """Run the plan; return the run ids. Raise BuildError naming the failed asset and partitions."""
+    assets = list(defs.assets or [])
+    resources = dict(defs.resources or {})
+    run_ids: list[str] = []
+    for i, run in enumerate(plan, 1):
+        echo(f"[{i}/{len(plan)}] {run.describe()} ...")
+        started = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = materialize(
+                assets,  # type: ignore[arg-type]
+                instance=instance,
+                resources=resources,
+                selection=run.asset_keys,
+                tags=run.tags(),
+                raise_on_error=False,
+                run_config=QUIET_RUN_CONFIG,
+            )
+        run_ids.append(result.run_id)
+        if not result.success:
+            failures = [e for e in result.all_events if e.is_step_failure]
+            detail = "; ".join(f"{e.step_key}: {root_cause(e.step_failure_data.error)}" for e in failures)
+            where = run.describe()
+            raise BuildError(f"run {result.run_id} failed at {where}: {detail or 'see the run in the UI'}")
+        failed_checks = [
+            e.asset_check_evaluation_data
+            for e in result.all_events
+            if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
+        ]
+        for check in failed_checks:
+            echo(f"    check failed: {check.asset_key.to_user_string()} {check.check_name}")
+        echo(f"    done in {time.perf_counter() - started:.1f} s (run {result.run_id[:8]})")
+    return run_ids

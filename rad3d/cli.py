@@ -1,0 +1,137 @@
+"""The ``rad3d`` command line: sample-data, build, ui."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from pathlib import Path
+
+DEFAULT_OUT = "data"
+# Assets that produce each task's QA; --tasks selects them and their task partitions.
+TASK_ASSETS: dict[str, str] = {t: "curated_qa" for t in "123"} | {t: "closed_qa" for t in "456"}
+# Assets whose partitions are (or include) the task: --tasks keeps only those partitions.
+TASK_PARTITIONED_ASSETS = {"closed_qa", "curated_qa", "qa_candidates", "qa_scores"}
+
+
+def _parse_tasks(value: str | None) -> list[str] | None:
+    if not value:
+        return None
+    tasks = sorted({t.strip() for t in value.split(",") if t.strip()})
+    unknown = [t for t in tasks if t not in TASK_ASSETS]
+    if unknown:
+        raise SystemExit(f"rad3d: --tasks: unknown or unavailable task(s) {', '.join(unknown)}; available: 1-6")
+    return tasks
+
+
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    from rad3d_pipeline.sample_data import write_sample_dataset
+
+    summary = write_sample_dataset(Path(args.out), patients=args.patients, seed=args.seed)
+    print(f"Wrote a synthetic CT-RATE sample to {summary.root}")
+    for split in sorted(summary.patients):
+        print(f"  {split}: {summary.patients[split]} patients, {summary.volumes[split]} volumes")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from rad3d.build import BuildError, execute_plan, plan_runs, resolve_selection
+    from rad3d.instance import get_instance
+    from rad3d.summary import print_summary
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ["RAD3D_OUT"] = str(out)
+    instance = get_instance(out)
+    from rad3d.definitions import build_definitions
+
+    defs = build_definitions(
+        ctrate_root=args.ctrate_root, out_dir=str(out), splits=args.split, seed=args.seed, llm_backend=args.llm
+    )
+    tasks = _parse_tasks(args.tasks)
+    select = args.select
+    if select is None and tasks is not None:
+        select = " or ".join(f"+key:{TASK_ASSETS[t]}" for t in sorted(set(tasks))) + " or key:release_export"
+    try:
+        selected = resolve_selection(defs, select)
+    except Exception as exc:  # a malformed selection string
+        print(f"rad3d: --select {select!r}: {exc}", file=sys.stderr)
+        return 2
+
+    def keep(key: object, partition: str) -> bool:
+        name = key.to_user_string()  # type: ignore[attr-defined]
+        if tasks is None or name not in TASK_PARTITIONED_ASSETS:
+            return True
+        task = partition.split("|")[-1]  # task x shard keys read "<shard>|<task>"
+        return task in tasks
+
+    plan = plan_runs(defs, selected, keep)
+    print(f"rad3d build: {len(plan)} run(s), DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+    try:
+        execute_plan(defs, plan, instance)
+    except BuildError as exc:
+        print(f"rad3d build failed: {exc}", file=sys.stderr)
+        return 1
+    print_summary(out)
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    from rad3d.instance import resolve_dagster_home
+
+    out = Path(args.out)
+    os.environ["RAD3D_OUT"] = str(out)
+    home = resolve_dagster_home(out)
+    module = "rad3d.definitions"
+    cmd = ["dagster", "dev", "-m", module, "--host", args.host, "--port", str(args.port)]
+    print(f"Dagster UI at http://{args.host}:{args.port} (DAGSTER_HOME={home})")
+    os.execvp(cmd[0], cmd)
+    return 0  # pragma: no cover
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rad3d", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sample = sub.add_parser("sample-data", help="write a synthetic CT-RATE-shaped data set")
+    sample.add_argument("--out", required=True, help="folder to write (CT-RATE layout with dataset/)")
+    sample.add_argument("--patients", type=int, default=40, help="number of patients over both splits (default 40)")
+    sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sample.set_defaults(func=cmd_sample_data)
+
+    build = sub.add_parser("build", help="materialize the asset graph (every partition) and export the release")
+    build.add_argument("--ctrate-root", required=True, help="CT-RATE root (with or without dataset/)")
+    build.add_argument(
+        "--out", default=DEFAULT_OUT, help=f"data root for tables and the release (default {DEFAULT_OUT})"
+    )
+    build.add_argument("--split", default="all", choices=["valid", "train", "all"], help="CT-RATE splits (default all)")
+    build.add_argument("--tasks", default=None, help="comma-separated tasks, e.g. 4,5,6 (default: everything)")
+    build.add_argument(
+        "--select", default=None, help="Dagster asset selection, e.g. 'report_sentences' or 'group:ctrate'"
+    )
+    build.add_argument("--seed", type=int, default=0, help="seed of template shuffles and samples (default 0)")
+    build.add_argument(
+        "--llm",
+        default=None,
+        choices=["rules", "openai", "auto"],
+        help="Tasks 1-3 backend: rules (offline) or openai (OPENAI_BASE_URL / OPENAI_API_KEY); default auto",
+    )
+    build.set_defaults(func=cmd_build)
+
+    ui = sub.add_parser("ui", help="start the Dagster UI on this project with the project's DAGSTER_HOME")
+    ui.add_argument("--out", default=DEFAULT_OUT, help=f"data root (default {DEFAULT_OUT})")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=3000)
+    ui.set_defaults(func=cmd_ui)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    warnings.filterwarnings("ignore", module="dagster")
+    args = make_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""The composition root: every asset, check and resource in one ``Definitions``.
+
+``dagster dev`` / ``dagster-webserver`` load ``defs`` (workspace.yaml); ``rad3d build``
+calls :func:`build_definitions` with its own settings.
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagster import Definitions, EnvVar, load_asset_checks_from_modules, load_assets_from_modules
+
+from assets import closed_qa, ctrate, open_qa, release, report_sentences
+from assets.partitions import N_SHARDS
+from resources.ctrate_source import CtrateSource
+from resources.llm import LlmResource
+from resources.parquet_io import PartitionedParquetIOManager
+from resources.settings import Rad3dSettings, env_out_dir
+
+ASSET_MODULES = (ctrate, report_sentences, open_qa, closed_qa, release)
+
+
+def default_ctrate_root(out_dir: str) -> str:
+    """RAD3D_CTRATE_ROOT, else the synthetic sample that ``rad3d sample-data`` writes."""
+    return os.environ.get("RAD3D_CTRATE_ROOT", os.path.join(out_dir, "sample_ctrate"))
+
+
+def llm_resource(backend: str | None) -> LlmResource:
+    """The LLM resource from the environment; the key only ever as an EnvVar."""
+    env = os.environ
+    return LlmResource(
+        backend=backend or env.get("RAD3D_LLM", "auto"),
+        api_key=EnvVar("OPENAI_API_KEY") if env.get("OPENAI_API_KEY") else None,
+        generator_model=env.get("RAD3D_GENERATOR_MODEL", "gpt-4o-mini"),
+        scorer_model=env.get("RAD3D_SCORER_MODEL", "gpt-4o-mini"),
+        max_concurrency=int(env.get("RAD3D_LLM_CONCURRENCY", "8")),
+        requests_per_minute=float(env.get("RAD3D_LLM_RPM", "0")),
+        task3_stage1=env.get("RAD3D_TASK3_STAGE1", "sentences"),
+    )
+
+
+def build_definitions(
+    *,
+    ctrate_root: str | None = None,
+    out_dir: str | None = None,
+    splits: str | None = None,
+    seed: int | None = None,
+    llm_backend: str | None = None,
+) -> Definitions:
+    out = out_dir or env_out_dir()
+    settings = Rad3dSettings(
+        out_dir=out,
+        splits=splits or os.environ.get("RAD3D_SPLIT", "all"),
+        seed=seed if seed is not None else int(os.environ.get("RAD3D_SEED", "0")),
+        n_shards=N_SHARDS,
+    )
+    return Definitions(
+        assets=load_assets_from_modules(list(ASSET_MODULES)),
+        asset_checks=load_asset_checks_from_modules(list(ASSET_MODULES)),
+        resources={
+            "settings": settings,
+            "ctrate": CtrateSource(root=ctrate_root or default_ctrate_root(out)),
+            "io_manager": PartitionedParquetIOManager(base_dir=out),
+            "llm": llm_resource(llm_backend),
+        },
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,80 @@
+"""LLM endpoints as a resource: backend choice, one model per role, the shared response cache.
+
+Endpoints use the OpenAI client's own variables: OPENAI_BASE_URL and OPENAI_API_KEY (the key
+through ``EnvVar`` so it never appears in run config, logs or metadata). Any
+OpenAI-compatible server works (OpenAI, vLLM, Ollama, llama.cpp).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from rad3d_pipeline.llm.cache import ResponseCache
+from rad3d_pipeline.llm.client import EndpointConfig, LlmClient
+
+BACKENDS = ("auto", "rules", "openai")
+
+
+def endpoint_configured() -> bool:
+    return bool(os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_KEY"))
+
+
+class LlmResource(ConfigurableResource):
+    """Which backend makes Tasks 1-3 and how to reach it."""
+
+    backend: str = Field(
+        default="auto",
+        description="rules (offline), openai (any OpenAI-compatible endpoint), or auto: "
+        "openai when OPENAI_BASE_URL or OPENAI_API_KEY is set, else rules.",
+    )
+    base_url: str | None = Field(default=None, description="Endpoint URL; default: OPENAI_BASE_URL.")
+    api_key: str | None = Field(default=None, description="API key; pass EnvVar('OPENAI_API_KEY'), never a literal.")
+    generator_model: str = Field(default="gpt-4o-mini", description="Model that writes QA (Figures 11-13).")
+    scorer_model: str = Field(default="gpt-4o-mini", description="Model that scores QA (Figure 17).")
+    max_concurrency: int = Field(default=8, description="Requests in flight per endpoint.")
+    requests_per_minute: float = Field(default=0.0, description="Request-rate limit per endpoint; 0 = none.")
+    timeout_s: float = Field(default=120.0, description="Timeout of one request.")
+    max_attempts: int = Field(default=6, description="Transport attempts per request (429, 5xx, timeouts).")
+    max_parse_attempts: int = Field(default=3, description="Fresh requests after an unparsable reply.")
+    temperature: float = Field(default=0.0, description="Sampling temperature.")
+    json_mode: bool = Field(default=False, description="Ask for JSON output where the endpoint supports it.")
+    task3_stage1: str = Field(
+        default="sentences", description="Task 3 stage 1: 'sentences' (the sentence asset) or 'llm' (Figure 12)."
+    )
+    price_prompt_per_1m: float = Field(default=0.15, description="USD per million prompt tokens (cost estimate).")
+    price_completion_per_1m: float = Field(default=0.60, description="USD per million completion tokens.")
+    cache_dir: str | None = Field(default=None, description="Response cache folder; default <out>/llm.")
+
+    def resolved_backend(self) -> str:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"llm.backend={self.backend!r}: use one of {', '.join(BACKENDS)}")
+        if self.backend == "auto":
+            return "openai" if (self.base_url or endpoint_configured()) else "rules"
+        return self.backend
+
+    def cache(self, out_dir: Path) -> ResponseCache:
+        folder = Path(self.cache_dir) if self.cache_dir else out_dir / "llm"
+        return ResponseCache(folder / "cache.sqlite")
+
+    def endpoint(self, model: str) -> EndpointConfig:
+        return EndpointConfig(
+            model=model,
+            base_url=self.base_url or os.environ.get("OPENAI_BASE_URL") or None,
+            api_key=self.api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
+            max_concurrency=self.max_concurrency,
+            requests_per_minute=self.requests_per_minute,
+            timeout_s=self.timeout_s,
+            max_attempts=self.max_attempts,
+            max_parse_attempts=self.max_parse_attempts,
+            temperature=self.temperature,
+            json_mode=self.json_mode,
+            price_prompt_per_1m=self.price_prompt_per_1m,
+            price_completion_per_1m=self.price_completion_per_1m,
+        )
+
+    def client(self, model: str, out_dir: Path) -> LlmClient:
+        return LlmClient(self.endpoint(model), self.cache(out_dir))

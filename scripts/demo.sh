@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: synthetic CT-RATE sample, SQLite Dagster instance,
+# offline backends. Everything lands under data/ (override with RAD3D_OUT).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+OUT=${RAD3D_OUT:-data}
+export DAGSTER_HOME=${DAGSTER_HOME:-$PWD/$OUT/dagster_home}
+.venv/bin/rad3d sample-data --out "$OUT/sample_ctrate" --patients "${RAD3D_SAMPLE_PATIENTS:-40}"
+.venv/bin/rad3d build --ctrate-root "$OUT/sample_ctrate" --out "$OUT"
+cat <<MSG
+
+Done. Look at:
+  $OUT/3DRAD/test, $OUT/3DRAD/train     the benchmark and training set in the 3D-RAD release layout
+  $OUT/tables/<asset>/*.parquet         every asset's table (one file per partition)
+  $OUT/quarantine/                      input rows set aside, with the reason
+Open the Dagster UI (runs, asset graph, checks) with:
+  .venv/bin/rad3d ui --out $OUT         then browse http://127.0.0.1:3000
+MSG

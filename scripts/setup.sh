@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Creates .venv/ and installs rad3d with its test tools. Idempotent: a second run is quick.
+# Usage: bash scripts/setup.sh [--system]   (--system also installs the Debian packages the tests use)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1; then PY=$candidate; break; fi
+  done
+fi
+"$PY" -c 'import sys; assert sys.version_info >= (3, 11), f"rad3d needs Python 3.11+, found {sys.version}"'
+
+if [ "${1:-}" = "--system" ]; then
+  # Debian packages the tests need (none yet beyond Python; later stages add WordNet, PostgreSQL, Redis).
+  pkgs=()
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    echo "setup: installing Debian packages: ${pkgs[*]}"
+    $SUDO apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}" >/dev/null
+  fi
+fi
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=.venv/.rad3d-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  # torch first and pinned: this takes the CPU build; an unpinned torch pulls a multi-GB CUDA build.
+  .venv/bin/python -m pip install -q "torch==2.13.0"
+  .venv/bin/python -m pip install -q -e ".[dev]"
+  touch "$stamp"
+fi
+echo "setup: .venv ready ($(.venv/bin/python --version))"
