@@ -2,12 +2,12 @@
 
 import pandas as pd
 from dagster import AssetExecutionContext, Output, asset
-from rad3d_pipeline.sentences import SentenceSplitter
-from rad3d_pipeline.sentences import report_sentences as split_reports
 
 from assets.metadata import table_metadata
 from assets.partitions import shard_partitions, single_run
 from rad3d_pipeline.patients import shard_column
+from rad3d_pipeline.sentences import SentenceSplitter
+from rad3d_pipeline.sentences import report_sentences as split_reports
 from resources.settings import Rad3dSettings
 
 GROUP = "sentences"
