@@ -33,13 +33,16 @@ from resources.settings import Rad3dSettings
 GROUP = "open_qa"
 
 
-def _record_llm(settings: Rad3dSettings, stage: str, keys: list[str], accounting: Accounting, rejects: pd.DataFrame):
+def _record_llm(
+    settings: Rad3dSettings, stage: str, keys: list[str], accounting: Accounting, rejects: pd.DataFrame, backend: str
+):
     """Rejects and accounting of one run, kept under <out>/llm/ (rejects per partition range)."""
     folder = settings.out / "llm"
     name = f"{keys[0]}..{keys[-1]}".replace("|", "_") if keys else "none"
     write_parquet_atomic(rejects, folder / "rejects" / stage / f"{name}.parquet")
     (folder / "accounting").mkdir(parents=True, exist_ok=True)
-    (folder / "accounting" / f"{stage}.json").write_text(json.dumps(accounting.as_dict(), indent=2))
+    record = {"backend": backend, "partitions": f"{keys[0]}..{keys[-1]}" if keys else "", **accounting.as_dict()}
+    (folder / "accounting" / f"{stage}.json").write_text(json.dumps(record, indent=2))
     return {
         **{f"llm_{k}": (round(v, 6) if isinstance(v, float) else v) for k, v in accounting.as_dict().items()},
         "rejects_file": MetadataValue.path(str(folder / "rejects" / stage / f"{name}.parquet")),
@@ -107,7 +110,7 @@ def qa_candidates(
     frame = candidates_frame(result.candidates).drop_duplicates("qa_id").reset_index(drop=True)
     out = _split_by_key(frame, keys, shard_of_volume)
     meta = {**table_metadata(frame), "backend": backend}
-    meta.update(_record_llm(settings, "qa_candidates", keys, accounting, rejects_frame(result.rejects)))
+    meta.update(_record_llm(settings, "qa_candidates", keys, accounting, rejects_frame(result.rejects), backend))
     context.log.info(f"{backend}: {len(frame)} candidates for {len(keys)} partition(s); {accounting.as_dict()}")
     return Output(out, metadata=meta)
 
@@ -153,7 +156,7 @@ def qa_scores(
             task, shard = split_open_key(key)
             out[key] = scores.loc[((tasks == task) & (shards == shard)).to_numpy()].reset_index(drop=True)
     meta = {**table_metadata(scores), "backend": backend}
-    meta.update(_record_llm(settings, "qa_scores", keys, accounting, rejects))
+    meta.update(_record_llm(settings, "qa_scores", keys, accounting, rejects, backend))
     return Output(out, metadata=meta)
 
 

@@ -35,7 +35,12 @@ def llm_resource(backend: str | None) -> LlmResource:
         scorer_model=env.get("RAD3D_SCORER_MODEL", "gpt-4o-mini"),
         max_concurrency=int(env.get("RAD3D_LLM_CONCURRENCY", "8")),
         requests_per_minute=float(env.get("RAD3D_LLM_RPM", "0")),
+        timeout_s=float(env.get("RAD3D_LLM_TIMEOUT", "120")),
+        max_attempts=int(env.get("RAD3D_LLM_ATTEMPTS", "6")),
+        max_parse_attempts=int(env.get("RAD3D_LLM_PARSE_ATTEMPTS", "3")),
         task3_stage1=env.get("RAD3D_TASK3_STAGE1", "sentences"),
+        batch=env.get("RAD3D_LLM_BATCH", "0") == "1",
+        batch_poll_s=float(env.get("RAD3D_LLM_BATCH_POLL_S", "30")),
     )
 
 

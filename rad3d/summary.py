@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from rad3d_pipeline.release import RELEASE_FOLDER
 
 
-def accounting_summary(out: Path) -> dict[str, dict[str, float]]:
+def accounting_summary(out: Path) -> dict[str, dict[str, Any]]:
     """The LLM accounting of the last run of each LLM stage (requests, cache hits, tokens, cost)."""
     folder = out / "llm" / "accounting"
     if not folder.is_dir():
@@ -42,6 +43,9 @@ def print_summary(out: Path) -> None:
     if accounting:
         print("LLM use in the last runs:")
         for stage, acc in accounting.items():
+            if acc.get("backend") == "rules":
+                print(f"  {stage}: offline rules backend, no requests")
+                continue
             print(
                 f"  {stage}: {acc['requests']} requests, {acc['cache_hits']} cache hits, {acc['retries']} retries, "
                 f"{acc['rejects']} rejects, {acc['prompt_tokens']}+{acc['completion_tokens']} tokens, "

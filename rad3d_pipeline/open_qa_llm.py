@@ -6,13 +6,14 @@ request: the prompt is the same, so the cache answers the second.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import pandas as pd
 
+from rad3d_pipeline.llm.batch import BatchRequest, run_batch
 from rad3d_pipeline.llm.client import LlmClient, Outcome, Reject, run_all
 from rad3d_pipeline.llm.parsers import (
     SCORE_DIMENSIONS,
@@ -69,6 +70,21 @@ def rejects_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
     return frame.astype({"attempt": "int64"}) if len(frame) else frame
 
 
+def _run(
+    client: LlmClient, specs: Sequence[tuple[list[dict[str, Any]], Callable[[str], Any], str]]
+) -> list[Outcome[Any]]:
+    """Run (messages, parser, template version) requests; in batch mode first through the Batch API."""
+    if client.endpoint.batch and specs:
+        run_batch(
+            client.endpoint,
+            client.cache,
+            [BatchRequest(m, v) for m, _, v in specs],
+            purpose=specs[0][2],
+            poll_s=client.endpoint.batch_poll_s,
+        )
+    return run_all([_job(client, m, p, v) for m, p, v in specs], [client])
+
+
 def _job(
     client: LlmClient, messages: list[dict[str, Any]], parse: Callable[[str], Any], version: str
 ) -> Callable[[], Awaitable[Outcome[Any]]]:
@@ -93,14 +109,14 @@ def generate_task12(client: LlmClient, reports: pd.DataFrame, tasks: set[int], s
         groups.setdefault(key, []).append((str(volume), str(split), str(patient)))
         texts[key] = (str(findings), str(impressions))
     keys = list(groups)
-    jobs = []
+    specs = []
     for key in keys:
         findings, impressions = texts[key]
         starters = starters_for(seed, key)
         values = {"Findings": findings, "Impressions": impressions}
         values.update({f"Starter{i + 1}": s for i, s in enumerate(starters)})
-        jobs.append(_job(client, template.messages(**values), parse_task12, template.template_version))
-    outcomes = run_all(jobs, [client])
+        specs.append((template.messages(**values), parse_task12, template.template_version))
+    outcomes = _run(client, specs)
     for key, outcome in zip(keys, outcomes, strict=True):
         result.add_rejects("task12", groups[key][0][0], outcome)
         if outcome.value is None:
@@ -203,10 +219,8 @@ def score_candidates(client: LlmClient, candidates: pd.DataFrame) -> tuple[pd.Da
     template = load_template("scoring")
     result = StageResult()
     pairs = sorted(set(zip(candidates["question"].astype(str), candidates["answer"].astype(str), strict=True)))
-    jobs = [
-        _job(client, template.messages(Question=q, Answer=a), parse_scores, template.template_version) for q, a in pairs
-    ]
-    outcomes = dict(zip(pairs, run_all(jobs, [client]), strict=True))
+    specs = [(template.messages(Question=q, Answer=a), parse_scores, template.template_version) for q, a in pairs]
+    outcomes = dict(zip(pairs, _run(client, specs), strict=True))
     rows = []
     for qa_id, q, a in zip(candidates["qa_id"], candidates["question"], candidates["answer"], strict=True):
         outcome = outcomes[(str(q), str(a))]

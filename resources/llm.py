@@ -47,6 +47,8 @@ class LlmResource(ConfigurableResource):
     )
     price_prompt_per_1m: float = Field(default=0.15, description="USD per million prompt tokens (cost estimate).")
     price_completion_per_1m: float = Field(default=0.60, description="USD per million completion tokens.")
+    batch: bool = Field(default=False, description="Send first attempts through the OpenAI Batch API (resumable).")
+    batch_poll_s: float = Field(default=30.0, description="Seconds between Batch API status polls.")
     cache_dir: str | None = Field(default=None, description="Response cache folder; default <out>/llm.")
 
     def resolved_backend(self) -> str:
@@ -74,6 +76,8 @@ class LlmResource(ConfigurableResource):
             json_mode=self.json_mode,
             price_prompt_per_1m=self.price_prompt_per_1m,
             price_completion_per_1m=self.price_completion_per_1m,
+            batch=self.batch,
+            batch_poll_s=self.batch_poll_s,
         )
 
     def client(self, model: str, out_dir: Path) -> LlmClient:

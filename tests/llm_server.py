@@ -8,6 +8,7 @@ request. Counts requests and the largest number in flight.
 
 from __future__ import annotations
 
+import email.policy
 import hashlib
 import json
 import random
@@ -15,6 +16,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -49,6 +51,9 @@ class ServerState:
     in_flight: int = 0
     max_in_flight: int = 0
     models: list[str] = field(default_factory=list)
+    files: dict[str, bytes] = field(default_factory=dict)
+    batches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    batch_polls_before_done: int = 1
     lock: threading.Lock = field(default_factory=threading.Lock)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
@@ -131,9 +136,105 @@ def make_handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
+        def do_GET(self) -> None:
+            parts = self.path.rstrip("/").split("/")
+            if "/batches/" in self.path:
+                batch = state.batches.get(parts[-1])
+                if batch is None:
+                    self._send(404, {"error": {"message": "no such batch"}})
+                    return
+                with state.lock:
+                    batch["_polls"] += 1
+                    if batch["_polls"] > state.batch_polls_before_done:
+                        batch["status"] = "completed"
+                self._send(200, {k: v for k, v in batch.items() if not k.startswith("_")})
+                return
+            if self.path.endswith("/content"):
+                data = state.files.get(parts[-2], b"")
+                self.send_response(200)
+                self.send_header("Content-Type", "application/jsonl")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+        def _upload(self, raw: bytes) -> None:
+            message = BytesParser(policy=email.policy.HTTP).parsebytes(
+                f"Content-Type: {self.headers['Content-Type']}\r\n\r\n".encode() + raw
+            )
+            content = b""
+            for part in message.iter_parts():
+                if part.get_param("name", header="content-disposition") == "file":
+                    content = part.get_payload(decode=True) or b""
+            with state.lock:
+                file_id = f"file-{len(state.files) + 1}"
+                state.files[file_id] = content
+            self._send(
+                200,
+                {
+                    "id": file_id,
+                    "object": "file",
+                    "bytes": len(content),
+                    "created_at": 0,
+                    "filename": "batch.jsonl",
+                    "purpose": "batch",
+                    "status": "processed",
+                },
+            )
+
+        def _create_batch(self, body: dict[str, Any]) -> None:
+            lines = state.files.get(body["input_file_id"], b"").decode().splitlines()
+            out = []
+            for line in lines:
+                item = json.loads(line)
+                req = item["body"]
+                text = scripted_reply(req.get("messages", []), str(req.get("model", "")))
+                with state.lock:
+                    state.requests += 1
+                    if state.rng.random() < state.faults.rate_malformed:
+                        text = "Sorry, here is something else entirely."
+                out.append(
+                    json.dumps(
+                        {
+                            "custom_id": item["custom_id"],
+                            "response": {
+                                "status_code": 200,
+                                "body": {
+                                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+                                    "usage": {"prompt_tokens": 10, "completion_tokens": len(text.split())},
+                                },
+                            },
+                        }
+                    )
+                )
+            with state.lock:
+                output_id = f"file-{len(state.files) + 1}"
+                state.files[output_id] = "\n".join(out).encode()
+                batch_id = f"batch-{len(state.batches) + 1}"
+                state.batches[batch_id] = {
+                    "id": batch_id,
+                    "object": "batch",
+                    "endpoint": "/v1/chat/completions",
+                    "input_file_id": body["input_file_id"],
+                    "completion_window": "24h",
+                    "status": "in_progress",
+                    "created_at": 0,
+                    "output_file_id": output_id,
+                    "_polls": 0,
+                }
+            self._send(200, {k: v for k, v in state.batches[batch_id].items() if not k.startswith("_")})
+
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
-            body = json.loads(self.rfile.read(length) or b"{}")
+            raw = self.rfile.read(length)
+            if self.path.endswith("/files"):
+                self._upload(raw)
+                return
+            if self.path.endswith("/batches"):
+                self._create_batch(json.loads(raw))
+                return
+            body = json.loads(raw or b"{}")
             with state.lock:
                 state.requests += 1
                 state.in_flight += 1

@@ -26,7 +26,7 @@ def score_jobs(client: LlmClient, n: int):  # type: ignore[no-untyped-def]
 
 
 def endpoint(server: LocalLlmServer, **kw: object) -> EndpointConfig:
-    base = {"model": "judge-a", "base_url": server.base_url, "api_key": "sk-test-secret", "timeout_s": 1.0}
+    base = {"model": "judge-a", "base_url": server.base_url, "api_key": "sk-test-secret", "timeout_s": 30.0}
     base.update(kw)
     return EndpointConfig(**base)  # type: ignore[arg-type]
 
@@ -118,3 +118,39 @@ def test_secrets_stay_out_of_reprs_and_keys() -> None:
 def test_sampling_params(json_mode: bool) -> None:
     params = EndpointConfig(model="m", json_mode=json_mode).sampling_params()
     assert ("response_format" in params) is json_mode
+
+
+def test_batch_mode_fills_the_cache_and_resumes(tmp_path: Path) -> None:
+    from rad3d_pipeline.llm.batch import BatchRequest, run_batch
+
+    requests = [
+        BatchRequest(SCORING.messages(Question=f"Where is nodule {i}?", Answer="Right upper lobe"), "scoring@1")
+        for i in range(6)
+    ]
+    cache = ResponseCache(tmp_path / "b.sqlite")
+    with LocalLlmServer() as server:
+        config = endpoint(server)
+        report = run_batch(config, cache, requests, purpose="scores", poll_s=0.01)
+        assert (report.submitted, report.received, report.failed) == (6, 6, 0)
+        assert len(cache) == 6 and cache.open_batches("scores") == []
+        # Everything is cached now: the ordinary path sends nothing.
+        client = LlmClient(config, cache)
+        outcomes = run_all(
+            [
+                lambda r=r: client.complete_parsed(r.messages, parse_scores, template_version=r.template_version)
+                for r in requests
+            ],
+            [client],
+        )
+        assert all(o.value for o in outcomes) and client.accounting.requests == 0
+        again = run_batch(config, cache, requests, purpose="scores", poll_s=0.01)
+        assert (again.submitted, again.cached) == (0, 6)
+        # A batch recorded but never collected (the build died while polling) is resumed, not resubmitted.
+        fresh = ResponseCache(tmp_path / "c.sqlite")
+        more = [BatchRequest(SCORING.messages(Question="Which lobe?", Answer="Left"), "scoring@1")]
+        server.state.batch_polls_before_done = 10**6
+        with pytest.raises(TimeoutError):
+            run_batch(config, fresh, more, purpose="scores", poll_s=0.01, timeout_s=0.05)
+        server.state.batch_polls_before_done = 0
+        resumed = run_batch(config, fresh, more, purpose="scores", poll_s=0.01)
+        assert (resumed.resumed, resumed.submitted, resumed.received) == (1, 0, 1)

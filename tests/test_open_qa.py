@@ -184,7 +184,7 @@ REPORTS = pd.DataFrame(
 
 
 def _client(server: LocalLlmServer, path: Path, **kw: object) -> LlmClient:
-    config = {"model": "gen", "base_url": server.base_url, "api_key": "k", "timeout_s": 1.0} | kw
+    config = {"model": "gen", "base_url": server.base_url, "api_key": "k", "timeout_s": 30.0} | kw
     return LlmClient(EndpointConfig(**config), ResponseCache(path))  # type: ignore[arg-type]
 
 
@@ -213,3 +213,14 @@ def test_llm_task3_and_scoring(tmp_path: Path) -> None:
         scores, scored = score_candidates(_client(server, tmp_path / "c.sqlite", model="judge"), frame)
     assert len(scores) == len(frame) and not scored.rejects
     assert scores[list(SCORE_DIMENSIONS)].isin([1, 2, 3, 4, 5]).all().all()
+
+
+def test_generation_in_batch_mode(tmp_path: Path) -> None:
+    with LocalLlmServer(Faults(rate_malformed=0.3, seed=2)) as server:
+        client = _client(server, tmp_path / "d.sqlite", batch=True, batch_poll_s=0.01, max_parse_attempts=8)
+        result = generate_task12(client, REPORTS, {1, 2}, seed=0)
+        assert len(server.state.batches) == 1
+        assert len(result.candidates) == 18  # malformed batch replies retried with ordinary requests
+    with LocalLlmServer() as clean:
+        reference = generate_task12(_client(clean, tmp_path / "e.sqlite"), REPORTS, {1, 2}, seed=0)
+    assert [c.answer for c in result.candidates] == [c.answer for c in reference.candidates]

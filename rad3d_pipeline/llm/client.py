@@ -48,6 +48,8 @@ class EndpointConfig:
     json_mode: bool = False
     price_prompt_per_1m: float = 0.0  # USD per million prompt tokens, for the cost estimate
     price_completion_per_1m: float = 0.0
+    batch: bool = False  # first attempts through the OpenAI Batch API (see rad3d_pipeline.llm.batch)
+    batch_poll_s: float = 30.0
 
     def sampling_params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"temperature": self.temperature}
