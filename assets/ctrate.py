@@ -80,3 +80,16 @@ def patients(ctrate_labels: pd.DataFrame, settings: Rad3dSettings) -> Iterator[O
     yield AssetCheckResult(
         check_name="one_split_per_patient", passed=not bad, metadata={"violations": len(bad), "first": str(bad[:5])}
     )
+
+
+@asset(
+    group_name=GROUP,
+    code_version="1",
+    check_specs=[AssetCheckSpec("no_quarantined_rows", asset="ctrate_metadata")],
+    description="CT-RATE scan metadata: in-plane and slice spacing (mm), DICOM rescale slope and intercept.",
+)
+def ctrate_metadata(
+    context: AssetExecutionContext, ctrate: CtrateSource, settings: Rad3dSettings
+) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
+    loaded = ctrate.metadata(settings.split_tuple())
+    yield from _load(context, "ctrate_metadata", loaded.table, loaded.quarantine, settings)

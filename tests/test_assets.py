@@ -69,7 +69,7 @@ def test_plan_groups_partition_ranges(fixtures: Path, tmp_path: Path) -> None:
     defs = build_definitions(ctrate_root=str(fixtures / "ctrate_mini"), out_dir=str(tmp_path))
     plan = plan_runs(defs, resolve_selection(defs, None))
     described = [run.describe() for run in plan]
-    assert described[0].startswith("ctrate_labels, ctrate_reports")
+    assert described[0].startswith("ctrate_labels, ctrate_metadata, ctrate_reports")
     assert "closed_qa [4..6]" in described
     assert "qa_candidates [00|1..15|3]" in described
     assert any(d.startswith("report_sentences [00..15]") for d in described)

@@ -224,3 +224,17 @@ def test_generation_in_batch_mode(tmp_path: Path) -> None:
     with LocalLlmServer() as clean:
         reference = generate_task12(_client(clean, tmp_path / "e.sqlite"), REPORTS, {1, 2}, seed=0)
     assert [c.answer for c in result.candidates] == [c.answer for c in reference.candidates]
+
+
+def test_json_mode_replies() -> None:
+    items = [{"question": f"What is {i}?", "answer": f"A{i}"} for i in range(1, 7)]
+    import json
+
+    pairs = parse_task12(json.dumps({"pairs": items}))
+    assert [p.answer for p in pairs] == [f"A{i}" for i in range(1, 7)]
+    with pytest.raises(ParseError, match="expected 6"):
+        parse_task12(json.dumps(items[:4]))
+    qa = parse_task3_stage2('{"aspect": "thickness", "question": "How thick is the effusion?", "answer": "14 mm"}')
+    assert (qa.aspect, qa.answer) == ("Thickness", "14 mm")
+    with pytest.raises(ParseError, match="aspect"):
+        parse_task3_stage2('{"aspect": "volume", "question": "Q?", "answer": "3 ml"}')

@@ -62,6 +62,10 @@ def test_faulty_endpoint_gives_the_fault_free_release(fixtures: Path, tmp_path: 
     with LocalLlmServer(faults) as noisy:
         second = build(ctrate, tmp_path / "noisy", noisy, tmp_path / "home")
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    # The API key is in no file the build wrote: instance (runs, events, metadata), tables, cache, logs.
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert b"sk-local-test-key" not in path.read_bytes(), path
     clean_rows, noisy_rows = open_release(tmp_path / "clean"), open_release(tmp_path / "noisy")
     assert len(clean_rows) > 50 and set(clean_rows.Task) == {1, 2, 3}
     pd.testing.assert_frame_equal(clean_rows, noisy_rows)

@@ -57,9 +57,48 @@ def _one_line(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().strip('"').strip()
 
 
+def _json_payload(cleaned: str) -> object | None:
+    """The JSON value of a JSON-mode reply, or None when the reply is not JSON."""
+    match = re.search(r"[\[{].*[\]}]", cleaned, re.DOTALL)
+    if match is None:
+        return None
+    try:
+        value: object = json.loads(match.group(0))
+    except json.JSONDecodeError:
+        return None
+    return value
+
+
+def _json_pairs(payload: object) -> list[GeneratedQA] | None:
+    """Pairs from JSON such as ``{"pairs": [{"question": ..., "answer": ...}, ...]}`` or a bare list."""
+    items = payload
+    if isinstance(payload, dict):
+        lists = [v for v in payload.values() if isinstance(v, list)]
+        items = lists[0] if lists else None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        return None
+    pairs = []
+    for number, item in enumerate(items, 1):
+        lowered = {str(k).lower(): v for k, v in item.items()}
+        question, answer = lowered.get("question"), lowered.get("answer")
+        if not isinstance(question, str) or not isinstance(answer, str):
+            return None
+        aspect = str(lowered.get("aspect", ""))
+        pairs.append(GeneratedQA(int(lowered.get("index", number)), _one_line(question), _one_line(answer), aspect))
+    return pairs
+
+
 def parse_task12(text: str) -> list[GeneratedQA]:
-    """Exactly six ``Question-N: ...? Answer: ...`` pairs, numbered 1-6 (numbering inferred in order)."""
+    """Exactly six ``Question-N: ...? Answer: ...`` pairs, numbered 1-6 (numbering inferred in order).
+
+    JSON-mode replies (a list of objects with question and answer) are accepted too.
+    """
     cleaned = clean_reply(text)
+    from_json = _json_pairs(_json_payload(cleaned)) if cleaned[:1] in "[{" else None
+    if from_json is not None:
+        if sorted(p.index for p in from_json) != [1, 2, 3, 4, 5, 6]:
+            raise ParseError(f"expected 6 question-answer pairs numbered 1-6, found {len(from_json)}")
+        return sorted(from_json, key=lambda p: p.index)
     pairs = []
     for i, match in enumerate(_QA_RE.finditer(cleaned), 1):
         number = int(match.group("n")) if match.group("n") else i
@@ -92,8 +131,16 @@ def parse_task3_stage1(text: str) -> list[str]:
 
 
 def parse_task3_stage2(text: str) -> GeneratedQA:
-    """``Aspect`` line (Size, Diameter or Thickness) then ``Question: ...? Answer: ...``."""
+    """``Aspect`` line (Size, Diameter or Thickness) then ``Question: ...? Answer: ...`` (or JSON)."""
     cleaned = clean_reply(text)
+    if cleaned[:1] == "{":
+        payload = _json_payload(cleaned)
+        pairs = _json_pairs([payload]) if isinstance(payload, dict) else None
+        if pairs:
+            aspect = pairs[0].aspect.capitalize()
+            if aspect not in TASK3_ASPECTS:
+                raise ParseError(f"aspect {pairs[0].aspect!r} is not Size, Diameter or Thickness")
+            return GeneratedQA(0, pairs[0].question, pairs[0].answer, aspect)
     aspect_match = re.search(r"\b(Size|Diameter|Thickness)\b", cleaned, re.IGNORECASE)
     qa_match = re.search(
         r"Question\s*[:.)]\s*(?P<q>.+?)\s*Answer\s*[:.)]\s*(?P<a>.+)", cleaned, re.DOTALL | re.IGNORECASE
