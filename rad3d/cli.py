@@ -7,10 +7,16 @@ import os
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_OUT = "data"
 # Assets that produce each task's QA; --tasks selects them and their task partitions.
-TASK_ASSETS: dict[str, str] = {t: "curated_qa" for t in "123"} | {t: "closed_qa" for t in "456"}
+TASK_ASSETS: dict[str, tuple[str, ...]] = {t: ("curated_qa", "scoring_consistency", "spatial_qa") for t in "123"} | {
+    t: ("closed_qa",) for t in "456"
+}
 # Assets whose partitions are (or include) the task: --tasks keeps only those partitions.
 TASK_PARTITIONED_ASSETS = {"closed_qa", "curated_qa", "qa_candidates", "qa_scores"}
 
@@ -52,7 +58,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     tasks = _parse_tasks(args.tasks)
     select = args.select
     if select is None and tasks is not None:
-        select = " or ".join(f"+key:{TASK_ASSETS[t]}" for t in sorted(set(tasks))) + " or key:release_export"
+        names = sorted({name for t in tasks for name in TASK_ASSETS[t]})
+        select = " or ".join(f"+key:{name}" for name in names) + " or key:release_export or key:benchmark_statistics"
     try:
         selected = resolve_selection(defs, select)
     except Exception as exc:  # a malformed selection string
@@ -74,6 +81,47 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"rad3d build failed: {exc}", file=sys.stderr)
         return 1
     print_summary(out)
+    return 0
+
+
+def _read_table(out: Path, asset: str) -> pd.DataFrame:
+    import pandas as pd
+
+    folder = out / "tables" / asset
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not files:
+        raise SystemExit(f"rad3d: {folder}: no table; run rad3d build first")
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+def cmd_review_export(args: argparse.Namespace) -> int:
+    from rad3d_pipeline.review import build_review_sheet, write_review_sheet
+
+    out = Path(args.out)
+    curated = _read_table(out, "curated_qa")
+    reports = _read_table(out, "ctrate_reports")
+    sheet = build_review_sheet(curated, reports, n=args.n, seed=args.seed)
+    path = Path(args.sheet) if args.sheet else out / "reports" / "review_sheet.csv"
+    rubric = write_review_sheet(sheet, path)
+    print(f"Review sheet with {len(sheet)} QA pairs: {path}\nRubric: {rubric}")
+    print("Fill the five score columns (0-5) and 'consistent' (1/0), then: rad3d review import FILLED.csv")
+    return 0
+
+
+def cmd_review_import(args: argparse.Namespace) -> int:
+    from rad3d_pipeline.review import ReviewSheetError, agreement_table, read_filled_sheet
+
+    try:
+        filled = read_filled_sheet(Path(args.sheet))
+    except ReviewSheetError as exc:
+        print(f"rad3d review import: {exc}", file=sys.stderr)
+        return 2
+    table = agreement_table(filled, args.min_dimension, args.min_mean)
+    out = Path(args.out) / "reports" / "human_agreement.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    print(table.to_string(index=False))
+    print(f"\nWritten to {out}")
     return 0
 
 
@@ -118,6 +166,21 @@ def make_parser() -> argparse.ArgumentParser:
         help="Tasks 1-3 backend: rules (offline) or openai (OPENAI_BASE_URL / OPENAI_API_KEY); default auto",
     )
     build.set_defaults(func=cmd_build)
+
+    review = sub.add_parser("review", help="human validation: export a review sheet, import the filled sheet")
+    review_sub = review.add_subparsers(dest="review_command", required=True)
+    export = review_sub.add_parser("export", help="a seeded sample of curated QA with reports and a blank rubric")
+    export.add_argument("--out", default=DEFAULT_OUT, help=f"data root of a build (default {DEFAULT_OUT})")
+    export.add_argument("--n", type=int, default=600, help="QA pairs in the sheet (default 600, as the paper)")
+    export.add_argument("--seed", type=int, default=0)
+    export.add_argument("--sheet", default=None, help="where to write (default <out>/reports/review_sheet.csv)")
+    export.set_defaults(func=cmd_review_export)
+    imp = review_sub.add_parser("import", help="the agreement table from a filled sheet")
+    imp.add_argument("sheet", help="the filled review sheet (CSV)")
+    imp.add_argument("--out", default=DEFAULT_OUT, help=f"data root (default {DEFAULT_OUT})")
+    imp.add_argument("--min-dimension", type=float, default=3.0, help="score filter: every dimension at least")
+    imp.add_argument("--min-mean", type=float, default=3.0, help="score filter: mean at least")
+    imp.set_defaults(func=cmd_review_import)
 
     ui = sub.add_parser("ui", help="start the Dagster UI on this project with the project's DAGSTER_HOME")
     ui.add_argument("--out", default=DEFAULT_OUT, help=f"data root (default {DEFAULT_OUT})")

@@ -10,14 +10,14 @@ import os
 
 from dagster import Definitions, EnvVar, load_asset_checks_from_modules, load_assets_from_modules
 
-from assets import closed_qa, ctrate, open_qa, release, report_sentences
+from assets import closed_qa, ctrate, open_qa, quality, release, report_sentences
 from assets.partitions import N_SHARDS
 from resources.ctrate_source import CtrateSource
 from resources.llm import LlmResource
 from resources.parquet_io import PartitionedParquetIOManager
 from resources.settings import Rad3dSettings, env_out_dir
 
-ASSET_MODULES = (ctrate, report_sentences, open_qa, closed_qa, release)
+ASSET_MODULES = (ctrate, report_sentences, open_qa, closed_qa, release, quality)
 
 
 def default_ctrate_root(out_dir: str) -> str:
@@ -40,6 +40,9 @@ def llm_resource(backend: str | None) -> LlmResource:
         max_parse_attempts=int(env.get("RAD3D_LLM_PARSE_ATTEMPTS", "3")),
         task3_stage1=env.get("RAD3D_TASK3_STAGE1", "sentences"),
         batch=env.get("RAD3D_LLM_BATCH", "0") == "1",
+        judges=env.get("RAD3D_JUDGES", ""),
+        judges_file=env.get("RAD3D_JUDGES_FILE") or None,
+        spatial_model=env.get("RAD3D_SPATIAL_MODEL", "gpt-4o-mini"),
         batch_poll_s=float(env.get("RAD3D_LLM_BATCH_POLL_S", "30")),
     )
 

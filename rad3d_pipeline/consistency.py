@@ -121,6 +121,8 @@ def judge_averages(pairs: pd.DataFrame) -> pd.DataFrame:
     averages = both.groupby("judge")[metrics].mean()
     for metric in metrics:
         ascending = metric == "mae"
-        averages[f"rank_{metric}"] = averages[metric].rank(ascending=ascending, method="min").astype(int)
+        averages[f"rank_{metric}"] = (
+            averages[metric].rank(ascending=ascending, method="min", na_option="bottom").astype(int)
+        )
     averages["overall_rank"] = averages[[f"rank_{m}" for m in metrics]].mean(axis=1).rank(method="min").astype(int)
     return averages.reset_index().sort_values("overall_rank", kind="stable").reset_index(drop=True)

@@ -215,19 +215,43 @@ def generate_rules(
     return out
 
 
+GENERIC_ANSWERS: tuple[str, ...] = ("lesion", "abnormality", "finding", "normal", "present", "yes", "no", "unknown")
+
+
 def heuristic_scores(question: str, answer: str) -> dict[str, int]:
-    """A five-dimension score in the spirit of Figure 17's rubric, from surface features."""
-    q, a = question.lower(), answer.lower()
+    """A five-dimension score in the spirit of Figure 17's rubric, from surface features.
+
+    Visual verifiability drops for words that need clinical inference; specificity for vague
+    quantities, generic answers and questions that name no structure or place; answer
+    appropriateness for long answers and answers the question already gives away; Q-A
+    alignment for a "where" without a place or a size question without a number; linguistic
+    quality for a missing question mark, a doubled word or a rambling question.
+    """
+    q, a = question.lower(), answer.lower().strip(" .")
     words = len(answer.split())
+    names_place = bool(_location(question)) or any(w in q for w in ANATOMY) or any(w in q for w in FINDINGS)
     verifiability = 5 - 2 * any(w in q or w in a for w in INFERENCE)
-    specificity = 5 - 2 * any(re.search(rf"\b{re.escape(w)}\b", a) for w in VAGUE) - (words > 6)
-    appropriateness = 5 if 0 < words <= 5 else (4 if words <= 8 else 2)
+    specificity = (
+        5
+        - 2 * any(re.search(rf"\b{re.escape(w)}\b", a) for w in VAGUE)
+        - (a in GENERIC_ANSWERS)
+        - (not names_place)
+        - (words > 6)
+    )
+    leaked = words > 0 and all(w in q for w in a.split())
+    appropriateness = (5 if 0 < words <= 3 else 4 if words <= 5 else 3 if words <= 8 else 2) - leaked
     if q.startswith("where"):
         alignment = 5 if _location(answer) or any(w in a for w in ("lobe", "lung", "side", "region")) else 2
     elif re.search(r"\b(size|diameter|thickness)\b", q):
         alignment = 5 if re.search(r"\d", a) else 1
     else:
         alignment = 4 if re.search(r"\d", a) and not re.search(r"\b(size|how)\b", q) else 5
-    linguistic = 5 - (not question.strip().endswith("?")) - bool(re.search(r"\b(\w+) \1\b", q))
+    linguistic = (
+        5
+        - (not question.strip().endswith("?"))
+        - bool(re.search(r"\b(\w+) \1\b", q))
+        - (len(question.split()) > 25)
+        - (question[:1].islower())
+    )
     values = (verifiability, specificity, appropriateness, alignment, linguistic)
     return {d: max(1, min(5, int(v))) for d, v in zip(SCORE_DIMENSIONS, values, strict=True)}

@@ -8,11 +8,13 @@ OpenAI-compatible server works (OpenAI, vLLM, Ollama, llama.cpp).
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from rad3d_pipeline.judges import OFFLINE_JUDGES, JudgeSpec, parse_judges
 from rad3d_pipeline.llm.cache import ResponseCache
 from rad3d_pipeline.llm.client import EndpointConfig, LlmClient
 
@@ -49,6 +51,9 @@ class LlmResource(ConfigurableResource):
     price_completion_per_1m: float = Field(default=0.60, description="USD per million completion tokens.")
     batch: bool = Field(default=False, description="Send first attempts through the OpenAI Batch API (resumable).")
     batch_poll_s: float = Field(default=30.0, description="Seconds between Batch API status polls.")
+    judges: str = Field(default="", description="Comma-separated judge models for scoring consistency.")
+    judges_file: str | None = Field(default=None, description="YAML file giving judges their own endpoints.")
+    spatial_model: str = Field(default="gpt-4o-mini", description="The LLM judge of spatial questions.")
     cache_dir: str | None = Field(default=None, description="Response cache folder; default <out>/llm.")
 
     def resolved_backend(self) -> str:
@@ -82,3 +87,17 @@ class LlmResource(ConfigurableResource):
 
     def client(self, model: str, out_dir: Path) -> LlmClient:
         return LlmClient(self.endpoint(model), self.cache(out_dir))
+
+    def judge_specs(self) -> list[JudgeSpec]:
+        """Configured judges; offline, the heuristic and MiniLM judges when none is configured."""
+        specs = parse_judges(self.judges, self.judges_file)
+        if not specs and self.resolved_backend() == "rules":
+            specs = [JudgeSpec(name, name) for name in OFFLINE_JUDGES]
+        return specs
+
+    def judge_client(self, spec: JudgeSpec, out_dir: Path) -> LlmClient:
+        config = self.endpoint(spec.model)
+        if spec.base_url:
+            key = os.environ.get(spec.api_key_env, "not-needed") if spec.api_key_env else "not-needed"
+            config = replace(config, base_url=spec.base_url, api_key=key)
+        return LlmClient(config, self.cache(out_dir))

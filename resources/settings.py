@@ -46,6 +46,8 @@ class Rad3dSettings(ConfigurableResource):
     min_mean_score: float = Field(default=3.0, description="Curation: mean score at least this.")
     cap: int = Field(default=10, description="Curation: max repeats of a question or answer string per file.")
 
+    consistency_sample: int = Field(default=600, description="Scoring consistency: QA pairs every judge scores.")
+
     def split_tuple(self) -> tuple[Split, ...]:
         return parse_splits(self.splits)
 

@@ -84,7 +84,7 @@ def test_webserver_serves_the_asset_groups(tmp_path: Path) -> None:
                 time.sleep(1)
         assert data is not None, "webserver did not answer"
         groups = {node["groupName"] for node in data["data"]["assetNodes"]}
-        assert {"ctrate", "sentences", "open_qa", "closed_qa", "release"} <= groups
+        assert {"ctrate", "sentences", "open_qa", "closed_qa", "release", "quality"} <= groups
     finally:
         proc.terminate()
         proc.wait(timeout=30)
