@@ -10,14 +10,15 @@ import os
 
 from dagster import Definitions, EnvVar, load_asset_checks_from_modules, load_assets_from_modules
 
-from assets import closed_qa, ctrate, open_qa, quality, release, report_sentences
+from assets import closed_qa, ctrate, evaluation, open_qa, quality, release, report_sentences
 from assets.partitions import N_SHARDS
 from resources.ctrate_source import CtrateSource
 from resources.llm import LlmResource
+from resources.models import ModelsResource
 from resources.parquet_io import PartitionedParquetIOManager
-from resources.settings import Rad3dSettings, env_out_dir
+from resources.settings import Rad3dSettings, env_models, env_models_file, env_out_dir
 
-ASSET_MODULES = (ctrate, report_sentences, open_qa, closed_qa, release, quality)
+ASSET_MODULES = (ctrate, report_sentences, open_qa, closed_qa, release, quality, evaluation)
 
 
 def default_ctrate_root(out_dir: str) -> str:
@@ -70,6 +71,7 @@ def build_definitions(
             "ctrate": CtrateSource(root=ctrate_root or default_ctrate_root(out)),
             "io_manager": PartitionedParquetIOManager(base_dir=out),
             "llm": llm_resource(llm_backend),
+            "models": ModelsResource(names=env_models(), models_file=env_models_file()),
         },
     )
 

@@ -30,6 +30,15 @@ def env_shards() -> int:
     return value
 
 
+def env_models() -> str:
+    """Models to evaluate (RAD3D_MODELS, default the two baselines). Read at import: it shapes the partitions."""
+    return os.environ.get("RAD3D_MODELS", "prior,random")
+
+
+def env_models_file() -> str | None:
+    return os.environ.get("RAD3D_MODELS_FILE") or None
+
+
 class Rad3dSettings(ConfigurableResource):
     """Where outputs go and what a build covers."""
 

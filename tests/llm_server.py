@@ -116,6 +116,11 @@ def scripted_reply(messages: list[dict[str, Any]], model: str) -> str:
         return _stage1_reply(user)
     if "create one question and answer" in system:
         return _stage2_reply(user)
+    if "requires spatial reasoning" in system:
+        question = re.search(r"Question: (.*)", user)
+        asks_where = bool(question and re.match(r"\s*(where|which lobe|which side)", question.group(1), re.I))
+        category = "laterality and bilateral symmetry" if asks_where else ""
+        return json.dumps({"spatial": asks_where, "category": category})
     return "I do not know this prompt."
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -162,6 +163,25 @@ class _WaitRetryAfterOrBackoff:
         return after if after is not None else float(self.backoff(state))
 
 
+def slim_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Messages as stored beside a cached reply: inline images replaced by their sha256 (they can be large)."""
+    out = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                url = part.get("image_url", {}).get("url", "") if isinstance(part, dict) else ""
+                if url.startswith("data:"):
+                    digest = hashlib.sha256(url.encode()).hexdigest()
+                    parts.append({"type": "image_url", "image_url": {"url": f"sha256:{digest}"}})
+                else:
+                    parts.append(part)
+            message = {**message, "content": parts}
+        out.append(message)
+    return out
+
+
 class LlmClient:
     """Chat completions for one endpoint, through the cache."""
 
@@ -238,7 +258,12 @@ class LlmClient:
             key,
             model=self.endpoint.model,
             text=text,
-            request={"messages": messages, "params": params, "template_version": template_version, "attempt": attempt},
+            request={
+                "messages": slim_messages(messages),
+                "params": params,
+                "template_version": template_version,
+                "attempt": attempt,
+            },
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
         )

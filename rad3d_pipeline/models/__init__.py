@@ -1,0 +1,1 @@
+"""Model adapters: a protocol, a registry, baselines, OpenAI-compatible VLMs, HF 3D VLMs, imports."""
