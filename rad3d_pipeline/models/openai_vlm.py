@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import io
 import math
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -98,11 +98,7 @@ class OpenAIVLMAdapter:
 
     def predict(self, items: list[PredictionItem]) -> list[str]:
         jobs = [
-            (
-                lambda m=self.messages(item): self.client.complete_parsed(
-                    m, _parse_answer, template_version=TEMPLATE_VERSION
-                )
-            )
+            partial(self.client.complete_parsed, self.messages(item), _parse_answer, template_version=TEMPLATE_VERSION)
             for item in items
         ]
         outcomes = run_all(jobs, [self.client])
