@@ -41,6 +41,7 @@ def _load(
     group_name=GROUP,
     code_version="1",
     check_specs=[AssetCheckSpec("no_quarantined_rows", asset="ctrate_labels")],
+    deps=["ctrate_label_files"],
     description="CT-RATE's 18 abnormality labels per volume, validated (bad rows quarantined with the reason).",
 )
 def ctrate_labels(
@@ -54,6 +55,7 @@ def ctrate_labels(
     group_name=GROUP,
     code_version="1",
     check_specs=[AssetCheckSpec("no_quarantined_rows", asset="ctrate_reports")],
+    deps=["ctrate_report_files"],
     description="CT-RATE's English radiology reports (findings, impressions), validated.",
 )
 def ctrate_reports(
@@ -86,6 +88,7 @@ def patients(ctrate_labels: pd.DataFrame, settings: Rad3dSettings) -> Iterator[O
     group_name=GROUP,
     code_version="1",
     check_specs=[AssetCheckSpec("no_quarantined_rows", asset="ctrate_metadata")],
+    deps=["ctrate_metadata_files"],
     description="CT-RATE scan metadata: in-plane and slice spacing (mm), DICOM rescale slope and intercept.",
 )
 def ctrate_metadata(

@@ -10,7 +10,7 @@ import os
 
 from dagster import Definitions, EnvVar, load_asset_checks_from_modules, load_assets_from_modules
 
-from assets import closed_qa, ctrate, evaluation, open_qa, quality, release, report_sentences
+from assets import closed_qa, ctrate, evaluation, open_qa, operations, quality, release, report_sentences
 from assets.partitions import N_SHARDS
 from resources.ctrate_source import CtrateSource
 from resources.llm import LlmResource
@@ -64,7 +64,9 @@ def build_definitions(
         n_shards=N_SHARDS,
     )
     return Definitions(
-        assets=load_assets_from_modules(list(ASSET_MODULES)),
+        assets=[*load_assets_from_modules(list(ASSET_MODULES)), *operations.SOURCE_ASSETS],
+        schedules=[operations.weekly_benchmark_rebuild],
+        sensors=[operations.ctrate_drop_sensor, operations.run_failure_record],
         asset_checks=load_asset_checks_from_modules(list(ASSET_MODULES)),
         resources={
             "settings": settings,

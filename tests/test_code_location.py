@@ -66,7 +66,10 @@ def test_webserver_serves_the_asset_groups(tmp_path: Path) -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        query = {"query": "{ assetNodes { assetKey { path } groupName } }"}
+        query = {
+            "query": "{ assetNodes { assetKey { path } groupName } repositoriesOrError { ... on RepositoryConnection "
+            "{ nodes { schedules { name } sensors { name } } } } }"
+        }
         deadline = time.monotonic() + 120
         data = None
         while time.monotonic() < deadline:
@@ -84,7 +87,10 @@ def test_webserver_serves_the_asset_groups(tmp_path: Path) -> None:
                 time.sleep(1)
         assert data is not None, "webserver did not answer"
         groups = {node["groupName"] for node in data["data"]["assetNodes"]}
-        assert {"ctrate", "sentences", "open_qa", "closed_qa", "release", "quality"} <= groups
+        assert {"ctrate", "sentences", "open_qa", "closed_qa", "release", "quality", "evaluation"} <= groups
+        [repo] = data["data"]["repositoriesOrError"]["nodes"]
+        assert {s["name"] for s in repo["schedules"]} == {"weekly_benchmark_rebuild"}
+        assert {s["name"] for s in repo["sensors"]} >= {"ctrate_drop_sensor", "run_failure_record"}
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -1,0 +1,66 @@
+"""Fingerprints of a CT-RATE drop per patient shard, so a new or changed drop rebuilds only its shards.
+
+A shard's fingerprint hashes the label and report rows of its patients and the names, sizes
+and modification times of its volumes. Files that are absent count as empty.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from rad3d_pipeline.ctrate import VOLUME_NAME_RE, CtrateLayout, Split
+from rad3d_pipeline.patients import shard_keys, shard_of
+
+
+def _patient_of(volume_name: str) -> str | None:
+    match = VOLUME_NAME_RE.match(volume_name)
+    return f"{match.group(1)}_{match.group(2)}" if match else None
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes ("" when it is absent)."""
+    if not path.is_file():
+        return ""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shard_fingerprints(layout: CtrateLayout, splits: tuple[Split, ...], n_shards: int) -> dict[str, str]:
+    """One hash per shard key over label rows, report rows and the volume tree."""
+    keys = shard_keys(n_shards)
+    hashers = {key: hashlib.sha256() for key in keys}
+
+    def feed(volume_name: str, payload: str) -> None:
+        patient = _patient_of(volume_name)
+        if patient is not None:
+            hashers[keys[shard_of(patient, n_shards)]].update(payload.encode("utf-8", "replace"))
+
+    for split in splits:
+        for path in (layout.labels_csv(split), layout.reports_csv(split)):
+            if not path.is_file():
+                continue
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+            if "VolumeName" not in frame.columns:
+                continue
+            rows = frame.astype(str).agg("\x1f".join, axis=1)
+            for name, row in zip(frame["VolumeName"], rows, strict=True):
+                feed(name, f"{path.name}\x1e{row}\n")
+        tree = layout.base / split
+        if tree.is_dir():
+            for folder, _, files in sorted(os.walk(tree)):
+                for file in sorted(files):
+                    if file.endswith(".nii.gz"):
+                        stat = (Path(folder) / file).stat()
+                        feed(file, f"vol\x1e{file}\x1e{stat.st_size}\x1e{int(stat.st_mtime)}\n")
+    return {key: hasher.hexdigest() for key, hasher in hashers.items()}
+
+
+def changed_shards(previous: dict[str, str], current: dict[str, str]) -> list[str]:
+    return sorted(key for key, value in current.items() if previous.get(key) != value)
