@@ -31,6 +31,9 @@ from resources.settings import Rad3dSettings
 
 GROUP = "ctrate_files"
 REBUILD_CRON = os.environ.get("RAD3D_REBUILD_CRON", "0 3 * * 0")  # Sundays 03:00
+# Schedules and sensors need a target; theirs is the ingest group, and what they request is an
+# asset backfill over the whole graph (or the changed shards), ordered by Dagster's backfill daemon.
+ENTRY_ASSETS = AssetSelection.groups("ctrate")
 
 
 def _digest_of(ctrate: CtrateSource, settings: Rad3dSettings, kind: str) -> DataVersion:
@@ -69,7 +72,7 @@ def whole_graph_subset(context: ScheduleEvaluationContext | SensorEvaluationCont
 @schedule(
     cron_schedule=REBUILD_CRON,
     name="weekly_benchmark_rebuild",
-    target=AssetSelection.all(),
+    target=ENTRY_ASSETS,
     default_status=DefaultScheduleStatus.STOPPED,
     description=f"Rebuilds the whole benchmark as one asset backfill (cron {REBUILD_CRON}; RAD3D_REBUILD_CRON).",
 )
@@ -104,7 +107,7 @@ SHARD_ASSETS = {AssetKey("report_sentences"), AssetKey("volumes")}
 @sensor(
     name="ctrate_drop_sensor",
     minimum_interval_seconds=300,
-    target=AssetSelection.all(),
+    target=ENTRY_ASSETS,
     default_status=DefaultSensorStatus.STOPPED,
     description="Notices a new or changed CT-RATE drop (label and report rows, volume tree) and requests a "
     "backfill of only the shards that changed.",
