@@ -12,15 +12,23 @@ if [ -z "$PY" ]; then
 fi
 "$PY" -c 'import sys; assert sys.version_info >= (3, 11), f"rad3d needs Python 3.11+, found {sys.version}"'
 
+# Debian packages: WordNet 3.0 for METEOR (the leaderboard) always; with --system also what the
+# tests use: PostgreSQL (production instance), Redis (Celery broker), Chromium (the UI test).
+# Installed only where missing.
+want=(wordnet-base wordnet-sense-index)
 if [ "${1:-}" = "--system" ]; then
-  # Debian packages the tests need (none yet beyond Python; later stages add WordNet, PostgreSQL, Redis).
-  pkgs=()
-  if [ ${#pkgs[@]} -gt 0 ]; then
-    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
-    echo "setup: installing Debian packages: ${pkgs[*]}"
-    $SUDO apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${pkgs[@]}" >/dev/null
-  fi
+  want+=(redis-server chromium)
+  command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || want+=(postgresql)
+fi
+pkgs=()
+for pkg in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || pkgs+=("$pkg")
+done
+if [ ${#pkgs[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "setup: installing Debian packages: ${pkgs[*]}"
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
@@ -29,7 +37,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # torch first and pinned: this takes the CPU build; an unpinned torch pulls a multi-GB CUDA build.
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  .venv/bin/python -m pip install -q -e ".[dev,production]"
   touch "$stamp"
 fi
+# WordNet for NLTK's METEOR, copied from Debian's packages into .venv/nltk_data (offline).
+.venv/bin/python -m rad3d_pipeline.wordnet_setup >/dev/null
 echo "setup: .venv ready ($(.venv/bin/python --version))"
