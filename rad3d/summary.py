@@ -19,6 +19,25 @@ def accounting_summary(out: Path) -> dict[str, dict[str, Any]]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
 
 
+def print_volumes_summary(out: Path) -> None:
+    """One line per volume profile: .npy files in the manifest, and the quarantined volumes."""
+    folder = out / "tables" / "volumes"
+    files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+    if not files:
+        return
+    manifest = pd.concat([pd.read_parquet(f, columns=["VolumeName", "profile", "status"]) for f in files])
+    quarantine = out / "volumes" / "quarantine.csv"
+    bad = max(0, sum(1 for _ in quarantine.open()) - 1) if quarantine.exists() else 0
+    for profile, group in manifest.groupby("profile", sort=True):
+        written = int((group["status"] == "written").sum())
+        print(
+            f"Volumes {profile}: {len(group)} .npy ({written} written, {len(group) - written} unchanged) "
+            f"in {(out / 'volumes' / str(profile)).resolve()}"
+        )
+    if bad:
+        print(f"Quarantined volumes: {bad} (see {quarantine.resolve()})")
+
+
 def print_summary(out: Path) -> None:
     export = out / "tables" / "release_export" / "all.parquet"
     if export.exists():
@@ -39,6 +58,7 @@ def print_summary(out: Path) -> None:
     )
     if total:
         print(f"  see {quarantine_dir.resolve()}")
+    print_volumes_summary(out)
     accounting = accounting_summary(out)
     if accounting:
         print("LLM use in the last runs:")

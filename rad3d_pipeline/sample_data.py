@@ -5,7 +5,10 @@ Reports are English in CT-RATE's style (findings and impressions, measurements s
 labels agree with each report; patients have one to four scans whose labels change over
 time so that every temporal class occurs; one or two reconstructions per scan. Volumes
 are drawn by a caller-supplied ``volume_writer`` (``rad3d sample-data`` passes the phantom
-writer), which receives each volume's path in CT-RATE's tree and what its report states.
+writer), which receives each volume's path in CT-RATE's tree and what its report states, and
+may return the volume with the grid it actually wrote (spacing, rows, columns), which the
+metadata CSV then records. Every patient whose number is a multiple of 7 carries the DICOM
+intercept -8192 instead of -1024 (CT-RATE has such volumes).
 """
 
 from __future__ import annotations
@@ -88,6 +91,9 @@ class SampleVolume:
     z_spacing: float
     slope: float
     intercept: float
+    rows: int = 512
+    columns: int = 512
+    slices: int = 0  # 0 when no volume was written
 
 
 @dataclass(frozen=True)
@@ -210,13 +216,18 @@ def _patient_scans(rng: random.Random, forced: tuple[str, tuple[int, ...]] | Non
     return scans
 
 
+def _number(value: float) -> int | float:
+    """1.0 -> 1 as CT-RATE's CSV writes whole numbers."""
+    return int(value) if float(value).is_integer() else value
+
+
 def write_sample_dataset(
     out: Path,
     patients: int = 40,
     seed: int = 0,
     *,
     dataset_folder: bool = True,
-    volume_writer: Callable[[Path, SampleVolume], None] | None = None,
+    volume_writer: Callable[[Path, SampleVolume], SampleVolume | None] | None = None,
 ) -> SampleSummary:
     """Write the sample under ``out`` (``out/dataset/...`` when ``dataset_folder``); see the module doc."""
     if patients < 1:
@@ -244,28 +255,36 @@ def write_sample_dataset(
                         [name, "Not given.", "Non-contrast chest CT.", scan.findings_text, scan.impressions_text]
                     )
                     rows[split]["labels"].append([name, *(scan.labels[label] for label in CTRATE_LABELS)])
-                    rows[split]["metadata"].append(
-                        [name, f"[{xy}, {xy}]", z if recon == 1 else z / 2, 1, -1024, "SYNTHETIC", 512, 512]
+                    z_recon = z if recon == 1 else z / 2
+                    volume = SampleVolume(
+                        name,
+                        split,
+                        number,
+                        letter,
+                        recon,
+                        dict(scan.labels),
+                        tuple(scan.findings),
+                        xy,
+                        z_recon,
+                        1.0,
+                        -8192.0 if number % 7 == 0 else -1024.0,
                     )
                     if volume_writer is not None:
                         patient_dir = f"{split}_{number}"
                         path = base / split / patient_dir / f"{patient_dir}_{letter}" / name
-                        volume_writer(
-                            path,
-                            SampleVolume(
-                                name,
-                                split,
-                                number,
-                                letter,
-                                recon,
-                                dict(scan.labels),
-                                tuple(scan.findings),
-                                xy,
-                                z if recon == 1 else z / 2,
-                                1.0,
-                                -1024.0,
-                            ),
-                        )
+                        volume = volume_writer(path, volume) or volume
+                    rows[split]["metadata"].append(
+                        [
+                            name,
+                            f"[{volume.xy_spacing}, {volume.xy_spacing}]",
+                            volume.z_spacing,
+                            _number(volume.slope),
+                            _number(volume.intercept),
+                            "SYNTHETIC",
+                            volume.rows,
+                            volume.columns,
+                        ]
+                    )
     headers = {
         "reports": ["VolumeName", "ClinicalInformation_EN", "Technique_EN", "Findings_EN", "Impressions_EN"],
         "labels": ["VolumeName", *CTRATE_LABELS],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -79,3 +80,15 @@ def test_volume_writer_gets_every_volume(tmp_path: Path) -> None:
     assert path == CtrateLayout.resolve(tmp_path).volume_path(volume.volume_name)
     nodules = [f for _, v in seen for f in v.findings if f.kind == "nodule"]
     assert all(f.size_mm > 0 and f.lobe for f in nodules)
+
+
+def test_volume_writer_may_report_the_grid_it_wrote(tmp_path: Path) -> None:
+    """What the writer returns (spacing, rows, columns) is what the metadata CSV records."""
+
+    def writer(path: Path, volume: SampleVolume) -> SampleVolume:
+        return replace(volume, xy_spacing=4.8, z_spacing=10.0, rows=80, columns=80)
+
+    write_sample_dataset(tmp_path, patients=8, seed=1, volume_writer=writer)
+    meta = read_metadata(CtrateLayout.resolve(tmp_path), "train").table
+    assert set(meta["XYSpacing"]) == {4.8} and set(meta["ZSpacing"]) == {10.0}
+    assert set(meta["RescaleIntercept"]) <= {-1024.0, -8192.0}

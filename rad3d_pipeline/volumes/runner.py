@@ -1,0 +1,370 @@
+"""Running profiles over volumes: discovery, validation, quarantine, skip-on-rerun, workers.
+
+One volume is in flight per worker: it is read once, validated, and every wanted profile
+runs on it before the next volume is read. ``workers > 1`` uses a process pool (spawn),
+each worker with ``cpu_count // workers`` torch threads. Outputs go to
+``<out>/volumes/<profile>/<VolumeName without .nii.gz>.npy``, written atomically.
+
+Bad input never stops the run: a missing metadata row, zero or absurd spacing, a
+truncated or non-gzip file, a non-NIfTI file, 4-D or 2-D data, NaN or a constant volume
+becomes a quarantine record ``(VolumeName, shard, source_path, reason)``.
+
+Skip on rerun: a (volume, profile) is skipped when its source file has the recorded size
+and mtime, the profile version is unchanged, and the output exists with the recorded sha256.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rad3d_pipeline.ctrate import VOLUME_NAME_RE, CtrateLayout, Split
+from rad3d_pipeline.patients import shard_key
+from rad3d_pipeline.volumes.io import BadVolume, RawVolume, file_sha256, read_volume, save_npy_atomic
+from rad3d_pipeline.volumes.memory import PeakMemory, release_free_memory
+from rad3d_pipeline.volumes.profiles import Profile
+from rad3d_pipeline.volumes.steps import StepContext, float32_bytes, volume_from_array
+from rad3d_pipeline.volumes.version import VersionSetting, decide_rescale
+
+MANIFEST_COLUMNS: tuple[str, ...] = (
+    "VolumeName",
+    "shard",
+    "split",
+    "profile",
+    "profile_version",
+    "path",
+    "shape",
+    "dtype",
+    "spacing_in",
+    "spacing_out",
+    "source_path",
+    "source_size",
+    "source_mtime_ns",
+    "sha256",
+    "seconds",
+    "read_seconds",
+    "peak_mb",
+    "peak_ratio",
+    "rescale_applied",
+    "ctrate_version",
+    "device",
+    "status",
+)
+QUARANTINE_COLUMNS: tuple[str, ...] = ("VolumeName", "shard", "source_path", "reason")
+XY_SPACING_MM = (0.05, 10.0)
+Z_SPACING_MM = (0.05, 20.0)
+PATIENT_DIR_RE = re.compile(r"^(train|valid)_(\d+)$")
+
+
+@dataclass(frozen=True)
+class ScanMetadata:
+    """The metadata CSV row of a volume: spacings in mm and the DICOM rescale."""
+
+    xy_spacing: float
+    z_spacing: float
+    slope: float
+    intercept: float
+
+
+@dataclass(frozen=True)
+class VolumeJob:
+    volume_name: str
+    source_path: str
+    shard: str
+    split: str
+    metadata: ScanMetadata | None
+    profiles: tuple[str, ...]  # the names still to build for this volume
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out_dir: str
+    version: VersionSetting = "auto"
+    device: str = "cpu"
+
+
+@dataclass
+class VolumeResult:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    quarantine: list[dict[str, Any]] = field(default_factory=list)
+
+
+def output_path(out_dir: str | Path, profile: str, volume_name: str) -> Path:
+    """``<out>/volumes/<profile>/<VolumeName without .nii.gz>.npy`` (the path evaluation reads)."""
+    stem = volume_name.removesuffix(".nii.gz").removesuffix(".nii")
+    return Path(out_dir) / "volumes" / profile / f"{stem}.npy"
+
+
+def resolve_device(setting: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is an error."""
+    import torch
+
+    if setting == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if setting.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {setting!r} requested but torch sees no CUDA device")
+    if setting != "cpu" and not setting.startswith("cuda"):
+        raise ValueError(f"unknown device {setting!r}: use auto, cpu or cuda")
+    return setting
+
+
+def discover_volumes(
+    layout: CtrateLayout, splits: Iterable[Split], shards: set[str], n_shards: int
+) -> tuple[list[tuple[str, str, str, Path]], list[dict[str, Any]]]:
+    """``(VolumeName, split, shard, path)`` of every .nii.gz of the wanted shards, and quarantine
+    records for .nii.gz files whose name is not a CT-RATE VolumeName."""
+    found: list[tuple[str, str, str, Path]] = []
+    bad: list[dict[str, Any]] = []
+    for split in splits:
+        root = layout.base / split
+        if not root.is_dir():
+            continue
+        for patient_dir in sorted(os.scandir(root), key=lambda e: e.name):
+            match = PATIENT_DIR_RE.match(patient_dir.name)
+            if not patient_dir.is_dir() or match is None or match.group(1) != split:
+                continue
+            shard = shard_key(patient_dir.name, n_shards)
+            if shard not in shards:
+                continue
+            for folder, _, files in sorted(os.walk(patient_dir.path)):
+                for name in sorted(files):
+                    if not name.endswith((".nii.gz", ".nii")) or name.startswith("."):
+                        continue
+                    path = Path(folder) / name
+                    vid = VOLUME_NAME_RE.match(name)
+                    if vid is None or f"{vid.group(1)}_{vid.group(2)}" != patient_dir.name:
+                        reason = f"malformed VolumeName {name!r} in {patient_dir.name}/"
+                        bad.append({"VolumeName": name, "shard": shard, "source_path": str(path), "reason": reason})
+                        continue
+                    found.append((name, split, shard, path))
+    return found, bad
+
+
+def metadata_lookup(metadata: pd.DataFrame) -> dict[str, ScanMetadata]:
+    if metadata.empty:
+        return {}
+    cols = ["VolumeName", "XYSpacing", "ZSpacing", "RescaleSlope", "RescaleIntercept"]
+    return {
+        str(name): ScanMetadata(float(xy), float(z), float(slope), float(inter))
+        for name, xy, z, slope, inter in metadata[cols].itertuples(index=False)
+    }
+
+
+def _previous_ok(row: dict[str, Any], size: int, mtime_ns: int, profile: Profile) -> bool:
+    if row.get("profile_version") != profile.version:
+        return False
+    if int(row.get("source_size", -1)) != size or int(row.get("source_mtime_ns", -1)) != mtime_ns:
+        return False
+    path = Path(str(row.get("path", "")))
+    return path.is_file() and file_sha256(path) == row.get("sha256")
+
+
+def plan_jobs(
+    volumes: list[tuple[str, str, str, Path]],
+    metadata: dict[str, ScanMetadata],
+    profiles: list[Profile],
+    previous: pd.DataFrame,
+) -> tuple[list[VolumeJob], list[dict[str, Any]]]:
+    """The jobs to run and the manifest rows carried over unchanged (status ``skipped``)."""
+    prev: dict[tuple[str, str], dict[str, Any]] = {}
+    if not previous.empty and {"VolumeName", "profile"} <= set(previous.columns):
+        for record in previous.to_dict("records"):
+            row = {str(k): v for k, v in record.items()}
+            prev[(str(row["VolumeName"]), str(row["profile"]))] = row
+    jobs: list[VolumeJob] = []
+    kept: list[dict[str, Any]] = []
+    for name, split, shard, path in volumes:
+        stat = path.stat()
+        todo = []
+        for profile in profiles:
+            before = prev.get((name, profile.name))
+            if before is not None and _previous_ok(before, stat.st_size, stat.st_mtime_ns, profile):
+                kept.append({**before, "shard": shard, "status": "skipped"})
+            else:
+                todo.append(profile.name)
+        if todo:
+            jobs.append(VolumeJob(name, str(path), shard, split, metadata.get(name), tuple(todo)))
+    return jobs, kept
+
+
+def _check_metadata(meta: ScanMetadata | None) -> ScanMetadata:
+    if meta is None:
+        raise BadVolume("missing metadata row (no valid row for this VolumeName in the metadata CSV)")
+    lo, hi = XY_SPACING_MM
+    if not (math.isfinite(meta.xy_spacing) and lo <= meta.xy_spacing <= hi):
+        raise BadVolume(f"absurd XYSpacing {meta.xy_spacing} mm (expected {lo}-{hi})")
+    lo, hi = Z_SPACING_MM
+    if not (math.isfinite(meta.z_spacing) and lo <= meta.z_spacing <= hi):
+        raise BadVolume(f"absurd ZSpacing {meta.z_spacing} mm (expected {lo}-{hi})")
+    if not (math.isfinite(meta.slope) and meta.slope > 0 and math.isfinite(meta.intercept)):
+        raise BadVolume(f"unusable rescale: RescaleSlope {meta.slope}, RescaleIntercept {meta.intercept}")
+    return meta
+
+
+def _check_values(raw: RawVolume) -> None:
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a read-only buffer; only read here
+        data = torch.from_numpy(np.asarray(raw.data))
+    if data.is_floating_point():
+        nan = int(torch.isnan(data).sum())
+        if nan:
+            raise BadVolume(f"{nan} NaN voxel(s)")
+        if not bool(torch.isfinite(data).all()):
+            raise BadVolume("infinite voxel values")
+    lo, hi = (float(v) for v in torch.aminmax(data))
+    if lo == hi:
+        raise BadVolume(f"constant volume (every voxel is {lo:g})")
+
+
+def _quarantine(job: VolumeJob, reason: str) -> dict[str, Any]:
+    return {"VolumeName": job.volume_name, "shard": job.shard, "source_path": job.source_path, "reason": reason}
+
+
+def process_volume(job: VolumeJob, profiles: dict[str, Profile], options: RunOptions) -> VolumeResult:
+    """Read one volume once, validate it, run every profile it still needs; never raises on bad input."""
+    result = VolumeResult()
+    wanted = [profiles[name] for name in job.profiles]
+    path = Path(job.source_path)
+    try:
+        stat = path.stat()
+        meta = _check_metadata(job.metadata)
+    except (BadVolume, OSError) as exc:
+        result.quarantine.append(_quarantine(job, str(exc)))
+        return result
+    with PeakMemory() as peak:
+        began = time.perf_counter()
+        raws: dict[str, RawVolume] = {}
+        try:
+            for reader in dict.fromkeys(p.reader for p in wanted):
+                raws[reader] = read_volume(path, reader)
+                _check_values(raws[reader])
+        except BadVolume as exc:
+            result.quarantine.append(_quarantine(job, str(exc)))
+            return result
+        except Exception as exc:  # anything else a broken file can provoke; the run goes on
+            result.quarantine.append(_quarantine(job, f"unreadable ({type(exc).__name__}: {exc})"))
+            return result
+        read_seconds = time.perf_counter() - began
+        first = raws.get("nibabel") or next(iter(raws.values()))  # nibabel sees the header's own scaling
+        rescale, version = decide_rescale(options.version, first.header_scaling, first.data, meta.slope, meta.intercept)
+        release_free_memory()  # the validation's temporaries: back to the OS before the big output buffer
+        spacing = (meta.z_spacing, meta.xy_spacing, meta.xy_spacing)
+        ctx = StepContext(meta.slope, meta.intercept, rescale, first.header_scaling)
+        for profile in wanted:
+            started = time.perf_counter()
+            raw = raws[profile.reader]
+            vol = volume_from_array(raw.data, spacing, options.device)
+            # SimpleITK applies header scaling while reading: its data is then already rescaled.
+            own = ctx if rescale != "header" or raw.header_scaling is not None else replace(ctx, rescale="none")
+            try:
+                array, spacing_out = profile.run(vol, own)
+            except Exception as exc:
+                reason = f"profile {profile.name} failed ({type(exc).__name__}: {exc})"
+                result.quarantine.append(_quarantine(job, reason))
+                continue
+            target = output_path(options.out_dir, profile.name, job.volume_name)
+            sha = save_npy_atomic(array, target)
+            result.rows.append(
+                {
+                    "VolumeName": job.volume_name,
+                    "shard": job.shard,
+                    "split": job.split,
+                    "profile": profile.name,
+                    "profile_version": profile.version,
+                    "path": str(target),
+                    "shape": [int(n) for n in array.shape],
+                    "dtype": str(array.dtype),
+                    "spacing_in": [float(v) for v in spacing],
+                    "spacing_out": [float(v) for v in spacing_out],
+                    "source_path": job.source_path,
+                    "source_size": int(stat.st_size),
+                    "source_mtime_ns": int(stat.st_mtime_ns),
+                    "sha256": sha,
+                    "seconds": time.perf_counter() - started,
+                    "read_seconds": read_seconds,
+                    "rescale_applied": rescale,
+                    "ctrate_version": version,
+                    "device": options.device,
+                    "status": "written",
+                }
+            )
+            del array, vol
+        input_bytes = float32_bytes(tuple(first.data.shape))
+        del raws, first
+    for row in result.rows:
+        row["peak_mb"] = round(peak.mb, 1)
+        row["peak_ratio"] = round(peak.bytes / input_bytes, 3)
+    return result
+
+
+_WORKER_PROFILES: dict[str, Profile] = {}
+_WORKER_OPTIONS: RunOptions | None = None
+
+
+def _init_worker(profiles: dict[str, Profile], options: RunOptions, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER_PROFILES.update(profiles)
+    global _WORKER_OPTIONS
+    _WORKER_OPTIONS = options
+
+
+def _run_in_worker(job: VolumeJob) -> VolumeResult:
+    assert _WORKER_OPTIONS is not None
+    return process_volume(job, _WORKER_PROFILES, _WORKER_OPTIONS)
+
+
+def run_jobs(
+    jobs: list[VolumeJob],
+    profiles: list[Profile],
+    options: RunOptions,
+    workers: int = 1,
+    progress: Callable[[int, int, VolumeResult], None] | None = None,
+) -> Iterator[VolumeResult]:
+    """Process the jobs, one volume in flight per worker; results in job order."""
+    by_name = {p.name: p for p in profiles}
+    if workers <= 1 or len(jobs) <= 1:
+        for i, job in enumerate(jobs, 1):
+            result = process_volume(job, by_name, options)
+            if progress:
+                progress(i, len(jobs), result)
+            yield result
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(by_name, options, threads),
+    ) as pool:
+        for i, result in enumerate(pool.map(_run_in_worker, jobs, chunksize=1), 1):
+            if progress:
+                progress(i, len(jobs), result)
+            yield result
+
+
+def manifest_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+    if rows:
+        return frame.sort_values(["VolumeName", "profile"], kind="stable").reset_index(drop=True)
+    return frame.astype({"source_size": "int64", "source_mtime_ns": "int64", "seconds": "float64"})
+
+
+def quarantine_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=list(QUARANTINE_COLUMNS))
+    return frame.sort_values(["shard", "VolumeName"], kind="stable").reset_index(drop=True) if rows else frame
