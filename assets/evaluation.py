@@ -1,18 +1,43 @@
 """Evaluation: per-model predictions on the benchmark (model x task)."""
 
 import hashlib
+import os
 import time
 
 import pandas as pd
-from dagster import AssetExecutionContext, MultiPartitionsDefinition, Output, StaticPartitionsDefinition, asset
+from dagster import (
+    AllPartitionMapping,
+    AssetDep,
+    AssetExecutionContext,
+    AssetIn,
+    MetadataValue,
+    MultiPartitionsDefinition,
+    Output,
+    StaticPartitionsDefinition,
+    asset,
+)
 
 from assets.metadata import table_metadata
 from assets.partitions import single_run, task_partitions
+from assets.quality import png_markdown
+from rad3d_pipeline.judges import parse_judges
+from rad3d_pipeline.jury import OFFLINE_JUDGE, Jury
+from rad3d_pipeline.leaderboard import question_key, volume_key, write_leaderboard
+from rad3d_pipeline.llm.client import LlmClient
+from rad3d_pipeline.metrics import (
+    ALIGNSCORE_UNSET,
+    PROTOCOL_VERSIONS,
+    TABLE_COLUMNS,
+    EngineOptions,
+    alignscore_scorer,
+    evaluate_predictions,
+)
 from rad3d_pipeline.models.base import items_from_release
 from rad3d_pipeline.models.registry import parse_models
+from rad3d_pipeline.text_metrics import BertScoreF1
 from resources.llm import LlmResource
 from resources.models import ModelsResource
-from resources.parquet_io import write_parquet_atomic
+from resources.parquet_io import UNPARTITIONED_FILE, table_dir, write_parquet_atomic
 from resources.settings import Rad3dSettings, env_models, env_models_file
 
 GROUP = "evaluation"
@@ -53,6 +78,10 @@ def _volume_paths(settings: Rad3dSettings, profile: str | None, volumes: list[st
     partitions_def=prediction_partitions,
     backfill_policy=single_run,
     pool="gpu",
+    # On the distributed executor (dagster-celery) this step goes to the GPU workers' queue.
+    op_tags={"dagster-celery/queue": "gpu"},
+    # Adapters with an input profile read <out>/volumes/<profile>/*.npy: every shard of `volumes`.
+    deps=[AssetDep("volumes", partition_mapping=AllPartitionMapping())],
     description="Each model's answer to every benchmark question (the release's test split), per model x task; "
     "resumable per batch.",
 )
@@ -98,3 +127,129 @@ def predictions(
         out[key] = pd.concat(batches, ignore_index=True)[list(PREDICTION_COLUMNS)]
     combined = pd.concat(out.values(), ignore_index=True) if out else pd.DataFrame()
     return Output(out, metadata={**table_metadata(combined), "models": ", ".join(MODEL_NAMES)})
+
+
+def _setting(value: object, env: str, default: str) -> str:
+    return str(value) if value is not None else os.environ.get(env, default)
+
+
+def engine_options(settings: Rad3dSettings, llm: LlmResource) -> EngineOptions:
+    """Metric-engine options from the settings (or their environment variables)."""
+    bertscore: bool | BertScoreF1 = False
+    if _setting(settings.bertscore, "RAD3D_BERTSCORE", "1").lower() not in {"0", "false", "no", "off"}:
+        model = settings.bertscore_model or os.environ.get("RAD3D_BERTSCORE_MODEL") or None
+        bertscore = BertScoreF1(model_path=model)
+    names = _setting(settings.jury_judges, "RAD3D_JURY", "")
+    specs = parse_judges(names) if names.strip() else llm.judge_specs()
+    clients: dict[str, LlmClient | None] = {}
+    for spec in specs:
+        if spec.offline or spec.name == OFFLINE_JUDGE:
+            clients[OFFLINE_JUDGE] = None  # the offline judges all stand in as the one rules judge
+        else:
+            clients[spec.name] = llm.judge_client(spec, settings.out)
+    if not clients:
+        clients[OFFLINE_JUDGE] = None
+    jury = Jury(clients)
+    alignscore = None
+    alignscore_label = ALIGNSCORE_UNSET
+    checkpoint = settings.alignscore_ckpt or os.environ.get("RAD3D_ALIGNSCORE_CKPT")
+    if checkpoint:
+        alignscore, alignscore_label = alignscore_scorer(checkpoint)
+    return EngineOptions(
+        bertscore=bertscore,
+        workers=int(_setting(settings.metric_workers, "RAD3D_METRIC_WORKERS", "1")),
+        jury=jury,
+        jury_label=jury.label,
+        alignscore=alignscore,
+        alignscore_label=alignscore_label,
+    )
+
+
+@asset(
+    group_name=GROUP,
+    code_version="1",
+    partitions_def=prediction_partitions,
+    backfill_policy=single_run,
+    description="Metrics per model x task x subtask (protocol 3drad, versioned): BLEU-1, ROUGE-1, METEOR, "
+    "BERTScore F1 (open tasks), the letter rule and parsed-choice accuracy (closed tasks), exact match, "
+    "LLM-jury accuracy and optional AlignScore.",
+)
+def metric_tables(
+    context: AssetExecutionContext, predictions: pd.DataFrame, settings: Rad3dSettings, llm: LlmResource
+) -> Output[dict[str, pd.DataFrame]]:
+    options = engine_options(settings, llm)
+    began = time.perf_counter()
+    table = (
+        evaluate_predictions(predictions, options) if len(predictions) else pd.DataFrame(columns=list(TABLE_COLUMNS))
+    )
+    seconds = time.perf_counter() - began
+    out: dict[str, pd.DataFrame] = {}
+    for key in context.partition_keys:
+        dims = prediction_partitions.get_partition_key_from_str(key).keys_by_dimension
+        part = table[(table["model"] == dims["model"]) & (table["Task"].astype(str) == dims["task"])]
+        out[key] = part.reset_index(drop=True)
+    jury = options.jury
+    accounting = jury.accounting.as_dict() if isinstance(jury, Jury) else {}
+    return Output(
+        out,
+        metadata={
+            **table_metadata(table),
+            "protocol_version": PROTOCOL_VERSIONS["3drad"],
+            "bertscore_model": str(table["bertscore_model"].iloc[0]) if len(table) else "",
+            "jury": options.jury_label,
+            "alignscore": options.alignscore_label,
+            "seconds": round(seconds, 2),
+            "jury_llm_use": str(accounting),
+        },
+    )
+
+
+def _spatial_categories(settings: Rad3dSettings) -> dict[tuple[str, str], str]:
+    """(volume key, question key) -> spatial category, from the spatial_qa table when it was built."""
+    path = table_dir(settings.out, "spatial_qa") / f"{UNPARTITIONED_FILE}.parquet"
+    if not path.is_file():
+        return {}
+    frame = pd.read_parquet(path)
+    if not {"VolumeName", "question", "category", "spatial"} <= set(frame.columns):
+        return {}
+    frame = frame[frame["spatial"].astype(bool) & (frame["category"].astype(str) != "")]
+    return {
+        (volume_key(v), question_key(q)): str(c)
+        for v, q, c in zip(frame["VolumeName"], frame["question"], frame["category"], strict=True)
+    }
+
+
+@asset(
+    group_name=GROUP,
+    code_version="1",
+    ins={
+        "metric_tables": AssetIn(metadata={"allow_missing_partitions": True}),
+        "predictions": AssetIn(metadata={"allow_missing_partitions": True}),
+    },
+    deps=["spatial_qa"],
+    description="The leaderboard under <out>/reports/leaderboard/: the paper's Table 4 layout (CSV, Markdown), "
+    "bar charts per task and subtask, the correctness matrix, per-category accuracy, answer lengths.",
+)
+def leaderboard(
+    metric_tables: pd.DataFrame, predictions: pd.DataFrame, settings: Rad3dSettings
+) -> Output[pd.DataFrame]:
+    if metric_tables.empty:
+        raise ValueError("leaderboard: no metric tables; materialize predictions and metric_tables first")
+    folder = settings.out / "reports" / "leaderboard"
+    files = write_leaderboard(metric_tables, predictions, folder, _spatial_categories(settings))
+    table = files.table4.reset_index()
+    inline = [name for name in files.pngs if name.startswith("bars_task") or name == "correctness_matrix.png"]
+    meta = {
+        **table_metadata(table),
+        "table4": MetadataValue.md(files.files["table4.md"].read_text(encoding="utf-8")),
+        "folder": MetadataValue.path(str(folder)),
+        "charts": MetadataValue.md(
+            "\n\n".join(
+                png_markdown(files.pngs[name].read_bytes(), name.removesuffix(".png")) for name in sorted(inline)
+            )
+        ),
+    }
+    for name, path in files.pngs.items():
+        if name not in inline:
+            meta[name.removesuffix(".png")] = MetadataValue.path(str(path))
+    return Output(table, metadata=meta)

@@ -1,0 +1,200 @@
+"""``rad3d evaluate``: the metric engine on prediction files from anywhere.
+
+    rad3d evaluate --predictions radfm_predictions.jsonl [more files] --protocol spatial --lowercase \\
+        --out radfm_eval.json
+    rad3d evaluate --predictions data/tables/predictions/prior|4.parquet --protocol 3drad --out prior.json
+
+``spatial`` is CT-SpatialVQA's protocol (keys ``count, bleu, rouge1_f, rouge2_f, rougeL_f, meteor,
+sbert_cosine`` per file, laid out like its ``reference_metrics.json``); ``3drad`` is 3D-RAD's, per
+task and subtask with the macro average per task. Files are JSONL, CSV or Parquet with a
+``prediction`` and an answer column (``answer``/``Answer``); for 3drad also ``Task``, ``Subtask``,
+``QuestionType`` and ``AnswerChoice`` where known (without them every row is one open "all" group).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+METRIC_CHOICES = ("bleu", "rouge", "meteor", "bertscore", "sbert")
+DEFAULT_METRICS = {"spatial": "bleu,rouge,meteor,sbert", "3drad": "bleu,rouge,meteor,bertscore"}
+# 3drad table columns -> JSON names (the companion benchmark's where they exist) and the --metrics choice they need.
+_3DRAD_KEYS = {
+    "bleu": ("bleu", "bleu"),
+    "rouge1": ("rouge1_f", "rouge"),
+    "meteor": ("meteor", "meteor"),
+    "bertscore_f1": ("bertscore_f1", "bertscore"),
+    "exact_match": ("exact_match", None),
+    "accuracy": ("accuracy", None),
+    "parsed_accuracy": ("parsed_accuracy", None),
+    "jury_accuracy": ("jury_accuracy", None),
+    "alignscore": ("alignscore", None),
+}
+
+
+def _metrics(value: str | None, protocol: str) -> list[str]:
+    names = [m.strip() for m in (value or DEFAULT_METRICS[protocol]).split(",") if m.strip()]
+    unknown = [m for m in names if m not in METRIC_CHOICES]
+    if unknown:
+        raise SystemExit(
+            f"rad3d evaluate: --metrics: unknown {', '.join(unknown)}; choose from {', '.join(METRIC_CHOICES)}"
+        )
+    return names
+
+
+def _clean(values: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe: NaN (metric not applicable) -> null, numpy scalars -> Python numbers."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if hasattr(value, "item"):
+            value = value.item()
+        out[key] = None if isinstance(value, float) and math.isnan(value) else value
+    return out
+
+
+def _jury(names: str | None, cache_dir: Path) -> Any:
+    if not names:
+        return None
+    from rad3d_pipeline.jury import OFFLINE_JUDGE, Jury
+    from rad3d_pipeline.llm.cache import ResponseCache
+    from rad3d_pipeline.llm.client import EndpointConfig, LlmClient
+
+    clients: dict[str, Any] = {}
+    cache: ResponseCache | None = None
+    for name in [n.strip() for n in names.split(",") if n.strip()]:
+        if name == OFFLINE_JUDGE:
+            clients[name] = None
+        else:
+            cache = cache or ResponseCache(cache_dir / "cache.sqlite")
+            config = EndpointConfig(
+                model=name,
+                base_url=os.environ.get("OPENAI_BASE_URL") or None,
+                api_key=os.environ.get("OPENAI_API_KEY") or "not-needed",
+                max_tokens=16,
+            )
+            clients[name] = LlmClient(config, cache)
+    return Jury(clients)
+
+
+def evaluate_3drad(path: Path, args: argparse.Namespace, metrics: list[str]) -> dict[str, Any]:
+    from rad3d_pipeline.metrics import (
+        PROTOCOL_VERSIONS,
+        EngineOptions,
+        as_3drad_frame,
+        evaluate_predictions,
+        read_rows,
+        task_summary,
+    )
+    from rad3d_pipeline.text_metrics import BertScoreF1
+
+    frame = as_3drad_frame(read_rows(path), model=path.stem)
+    if args.lowercase:
+        frame["prediction"] = frame["prediction"].str.lower()
+        frame["Answer"] = frame["Answer"].str.lower()
+    bertscore: bool | BertScoreF1 = BertScoreF1(model_path=args.bertscore_model) if "bertscore" in metrics else False
+    jury = _jury(args.jury, Path(args.cache_dir))
+    options = EngineOptions(bertscore=bertscore, workers=args.workers, jury=jury, jury_label=jury.label if jury else "")
+    table = evaluate_predictions(frame, options)
+    summary = task_summary(table)
+    keep = {col: name for col, (name, needs) in _3DRAD_KEYS.items() if needs is None or needs in metrics}
+    if jury is None:
+        keep.pop("jury_accuracy", None)
+    keep.pop("alignscore", None)
+    result: dict[str, Any] = {
+        "count": len(frame),
+        "protocol_version": PROTOCOL_VERSIONS["3drad"],
+        "bertscore_model": str(table["bertscore_model"].iloc[0]) if len(table) and "bertscore" in metrics else None,
+        "jury": options.jury_label or None,
+        "tasks": {},
+    }
+    for task, rows in table.groupby("Task", sort=True):
+        macro = summary[summary["Task"] == task].iloc[0]
+        entry: dict[str, Any] = {
+            "question_type": str(macro["QuestionType"]),
+            "count": int(rows["n"].sum()),
+            "macro": _clean({name: macro[col] for col, name in keep.items() if col in macro}),
+            "subtasks": {},
+        }
+        for _, row in rows.iterrows():
+            values = {"count": int(row["n"]), "scored": int(row["n_scored"])}
+            values.update({name: row[col] for col, name in keep.items()})
+            entry["subtasks"][str(row["subtask_name"])] = _clean(values)
+        result["tasks"][str(task)] = entry
+    return result
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from rad3d_pipeline.metrics import PROTOCOL_VERSIONS, spatial_file_metrics
+    from rad3d_pipeline.text_metrics import SentenceEmbedder
+
+    metrics = _metrics(args.metrics, args.protocol)
+    paths = [Path(p) for p in args.predictions]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        print(f"rad3d evaluate: predictions file(s) not found: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    report: dict[str, Any] = {
+        "protocol": args.protocol,
+        "protocol_version": PROTOCOL_VERSIONS[args.protocol],
+        "lowercase": bool(args.lowercase),
+        "metrics": metrics,
+        "results": {},
+    }
+    embedder = SentenceEmbedder() if args.protocol == "spatial" and "sbert" in metrics else None
+    for path in paths:
+        try:
+            if args.protocol == "spatial":
+                values = spatial_file_metrics(
+                    path, lowercase=args.lowercase, metrics=metrics, workers=args.workers, embedder=embedder
+                )
+            else:
+                values = evaluate_3drad(path, args, metrics)
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"rad3d evaluate: {exc}", file=sys.stderr)
+            return 2
+        report["results"][path.name] = values
+        if args.protocol == "spatial":
+            print(f"{path.name}: " + ", ".join(f"{k}={v:.6g}" for k, v in values.items()))
+        else:
+            tasks = ", ".join(f"task {t}: n={e['count']}" for t, e in values["tasks"].items())
+            print(f"{path.name}: {values['count']} rows ({tasks})")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    print(f"Wrote {out}")
+    return 0
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "evaluate", help="text metrics and accuracies of prediction files (3D-RAD or CT-SpatialVQA protocol)"
+    )
+    parser.add_argument("--predictions", nargs="+", required=True, help="JSONL, CSV or Parquet prediction file(s)")
+    parser.add_argument("--protocol", required=True, choices=["3drad", "spatial"])
+    parser.add_argument("--lowercase", action="store_true", help="lowercase predictions and answers first")
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        help="comma-separated subset of bleu,rouge,meteor,bertscore,sbert "
+        f"(default spatial: {DEFAULT_METRICS['spatial']}; 3drad: {DEFAULT_METRICS['3drad']})",
+    )
+    parser.add_argument("--out", required=True, help="where to write the JSON report")
+    parser.add_argument("--workers", type=int, default=1, help="processes for ROUGE/METEOR/BLEU (values unchanged)")
+    parser.add_argument(
+        "--bertscore-model",
+        default=None,
+        help="local roberta-large folder (default RAD3D_BERTSCORE_MODEL, else MiniLM)",
+    )
+    parser.add_argument(
+        "--jury",
+        default=None,
+        help="3drad: LLM-jury judges, comma-separated model names on OPENAI_BASE_URL, or offline-rules",
+    )
+    parser.add_argument("--cache-dir", default=".rad3d_eval_cache", help="LLM-jury response cache folder")
+    parser.set_defaults(func=cmd_evaluate)
+    return parser

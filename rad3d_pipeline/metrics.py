@@ -1,0 +1,340 @@
+"""The metric engine: per-sample scores and metric tables (model x task x subtask), versioned protocols.
+
+Input is a predictions frame with the release's columns (``model``, ``Task``, ``Subtask``,
+``subtask_name``, ``QuestionType``, ``Question``, ``Answer``, ``AnswerChoice``, optionally
+``Choice A``-``Choice D``) and ``prediction``. Every row is scored once:
+
+* open questions (``QuestionType == "Open"``), protocol ``3drad``: BLEU-1 (HF evaluate),
+  ROUGE-1, METEOR and BERTScore F1 per sample, empty predictions skipped
+  (:func:`rad3d_pipeline.text_metrics.open_ended_samples`); exact match over all rows;
+* closed questions: 3D-RAD's rule (``"<letter>."`` occurs in the output) and the stricter
+  parsed-choice rule (:mod:`rad3d_pipeline.closed_choice`);
+* optionally, on open questions, the LLM jury's verdict (:mod:`rad3d_pipeline.jury`) and AlignScore.
+
+:func:`metric_table` averages per model x task x subtask; :func:`task_summary` gives the
+macro average over subtasks per model x task (what the 3D-RAD paper reports). Identical
+(prediction, reference) pairs across models are scored once by the text-metric layer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rad3d_pipeline import text_metrics as tm
+from rad3d_pipeline.closed_choice import LETTERS, m3d_correct, parsed_correct
+
+# Bump a protocol's version whenever any value it produces could change.
+PROTOCOL_VERSIONS: dict[str, str] = {"3drad": "3drad-1", "spatial": "spatial-1"}
+GROUP_KEYS = ("model", "Task", "Subtask", "subtask_name", "QuestionType")
+OPEN_METRICS = ("bleu", "rouge1", "meteor", "bertscore_f1")
+CLOSED_METRICS = ("accuracy", "parsed_accuracy")
+SAMPLE_METRICS = (*OPEN_METRICS, "exact_match", *CLOSED_METRICS, "jury_correct", "alignscore")
+TABLE_COLUMNS = (
+    *GROUP_KEYS,
+    "n",
+    "n_scored",
+    "skipped_empty",
+    *OPEN_METRICS,
+    "exact_match",
+    *CLOSED_METRICS,
+    "jury_accuracy",
+    "alignscore",
+    "bertscore_model",
+    "jury",
+    "alignscore_model",
+    "protocol",
+    "protocol_version",
+)
+REQUIRED_COLUMNS = ("model", "Task", "Subtask", "QuestionType", "Question", "Answer", "prediction")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What to compute. ``bertscore``: a configured scorer, True (default resolution) or False (skip)."""
+
+    bertscore: bool | tm.BertScoreF1 = True
+    workers: int = 1
+    jury: Callable[[pd.DataFrame], list[bool | None]] | None = None  # per-row verdicts, see jury.Jury
+    jury_label: str = ""
+    alignscore: Callable[[list[str], list[str]], list[float]] | None = None  # (contexts, claims) -> scores
+    alignscore_label: str = ""
+
+
+def _check_columns(frame: pd.DataFrame) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"predictions table lacks column(s) {', '.join(missing)}")
+
+
+def _choices(frame: pd.DataFrame) -> list[dict[str, str]]:
+    columns = [f"Choice {letter}" for letter in LETTERS]
+    if not all(c in frame.columns for c in columns):
+        return [{} for _ in range(len(frame))]
+    values = frame[columns].astype(str).to_numpy()
+    return [
+        {LETTERS[j]: row[j] for j in range(len(LETTERS)) if row[j] not in {"-", "", "nan", "None"}} for row in values
+    ]
+
+
+def sample_scores(predictions: pd.DataFrame, options: EngineOptions | None = None) -> pd.DataFrame:
+    """Per-row scores aligned with ``predictions`` (same index), NaN where a metric does not apply."""
+    options = options or EngineOptions()
+    _check_columns(predictions)
+    frame = predictions.reset_index(drop=True)
+    n = len(frame)
+    out = pd.DataFrame(index=range(n), columns=list(SAMPLE_METRICS), dtype=float)
+    preds = frame["prediction"].fillna("").astype(str).tolist()
+    refs = frame["Answer"].fillna("").astype(str).tolist()
+    closed = (frame["QuestionType"].astype(str) == "Close").to_numpy()
+    open_idx = np.flatnonzero(~closed)
+    closed_idx = np.flatnonzero(closed)
+    scorer: tm.BertScoreF1 | None = None
+    if len(open_idx):
+        if options.bertscore is not False:
+            scorer = options.bertscore if isinstance(options.bertscore, tm.BertScoreF1) else tm.BertScoreF1()
+        samples = tm.open_ended_samples(
+            [preds[i] for i in open_idx],
+            [refs[i] for i in open_idx],
+            bertscore=scorer if scorer is not None else False,
+            workers=options.workers,
+        )
+        columns: dict[str, Sequence[float | bool | None] | None] = {
+            "bleu": samples.bleu,
+            "rouge1": samples.rouge1,
+            "meteor": samples.meteor,
+            "bertscore_f1": samples.bert_f1,
+            "exact_match": samples.exact_match,
+        }
+        for name, values in columns.items():
+            if values is not None:
+                out.loc[open_idx, name] = [np.nan if v is None else float(v) for v in values]
+    if len(closed_idx):
+        letters = frame["AnswerChoice"].astype(str).tolist() if "AnswerChoice" in frame.columns else [""] * n
+        choices = _choices(frame)
+        out.loc[closed_idx, "accuracy"] = [float(m3d_correct(preds[i], letters[i])) for i in closed_idx]
+        out.loc[closed_idx, "parsed_accuracy"] = [
+            float(parsed_correct(preds[i], letters[i], choices=choices[i])) for i in closed_idx
+        ]
+        # Exact match on closed rows: the output is the answer text or "<letter>. <answer text>".
+        out.loc[closed_idx, "exact_match"] = [
+            float(tm.exact_match(preds[i], refs[i]) or tm.exact_match(preds[i], f"{letters[i]}. {refs[i]}"))
+            for i in closed_idx
+        ]
+    if options.jury is not None and len(open_idx):
+        # Open questions only: closed ones have an exact rule, and would cost a request per row and judge.
+        verdicts = options.jury(frame.iloc[open_idx])
+        out.loc[open_idx, "jury_correct"] = [np.nan if v is None else float(v) for v in verdicts]
+    if options.alignscore is not None and len(open_idx):
+        kept = [i for i in open_idx if preds[i].strip()]
+        if kept:
+            out.loc[kept, "alignscore"] = options.alignscore([refs[i] for i in kept], [preds[i] for i in kept])
+    out.attrs["bertscore_model"] = scorer.label if scorer is not None else ""
+    out.index = predictions.index
+    return out
+
+
+def metric_table(
+    predictions: pd.DataFrame,
+    scores: pd.DataFrame,
+    *,
+    bertscore_model: str = "",
+    jury: str = "",
+    alignscore_model: str = "",
+    protocol: str = "3drad",
+) -> pd.DataFrame:
+    """Means per model x task x subtask (NaN-skipping: empty open predictions do not count)."""
+    if predictions.empty:
+        return pd.DataFrame(columns=list(TABLE_COLUMNS))
+    frame = predictions.copy()
+    if "subtask_name" not in frame.columns:
+        frame["subtask_name"] = frame["Subtask"].astype(str)
+    joined = pd.concat([frame[list(GROUP_KEYS)], scores[list(SAMPLE_METRICS)]], axis=1)
+    joined["_scored"] = scores["bleu"].notna() | (frame["QuestionType"].astype(str) == "Close")
+    groups = joined.groupby(list(GROUP_KEYS), sort=True, dropna=False)
+    table = groups[list(SAMPLE_METRICS)].mean()
+    table["n"] = groups.size()
+    table["n_scored"] = groups["_scored"].sum().astype(int)
+    table = table.rename(columns={"jury_correct": "jury_accuracy"}).reset_index()
+    table["skipped_empty"] = table["n"] - table["n_scored"]
+    table["bertscore_model"] = bertscore_model
+    table["jury"] = jury
+    table["alignscore_model"] = alignscore_model
+    table["protocol"] = protocol
+    table["protocol_version"] = PROTOCOL_VERSIONS[protocol]
+    table["Task"] = table["Task"].astype(int)
+    table["Subtask"] = table["Subtask"].astype(int)
+    return table[list(TABLE_COLUMNS)]
+
+
+def evaluate_predictions(predictions: pd.DataFrame, options: EngineOptions | None = None) -> pd.DataFrame:
+    """:func:`sample_scores` then :func:`metric_table`: the metric table of a predictions frame."""
+    options = options or EngineOptions()
+    scores = sample_scores(predictions, options)
+    return metric_table(
+        predictions,
+        scores,
+        bertscore_model=str(scores.attrs.get("bertscore_model", "")),
+        jury=options.jury_label,
+        alignscore_model=options.alignscore_label,
+    )
+
+
+def task_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Macro average over subtasks per model x task (every metric column), as the 3D-RAD paper reports."""
+    metrics = [c for c in (*OPEN_METRICS, "exact_match", *CLOSED_METRICS, "jury_accuracy", "alignscore") if c in table]
+    if table.empty:
+        return pd.DataFrame(columns=["model", "Task", "QuestionType", "subtasks", "n", *metrics])
+    groups = table.groupby(["model", "Task", "QuestionType"], sort=True)
+    summary = groups[metrics].mean()
+    summary["subtasks"] = groups.size()
+    summary["n"] = groups["n"].sum()
+    return summary.reset_index()[["model", "Task", "QuestionType", "subtasks", "n", *metrics]]
+
+
+# --------------------------------------------------------------------------- prediction files from anywhere
+
+# Column names accepted for the release fields (the predictions asset's, the release CSVs', snake case).
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "Question": ("Question", "question"),
+    "Answer": ("Answer", "answer", "reference", "ground_truth"),
+    "prediction": ("prediction", "pred", "output", "generated"),
+    "Task": ("Task", "task"),
+    "Subtask": ("Subtask", "subtask"),
+    "subtask_name": ("subtask_name", "Subtask_name", "subtask_label"),
+    "QuestionType": ("QuestionType", "question_type"),
+    "AnswerChoice": ("AnswerChoice", "answer_choice", "answer_letter"),
+    "VolumeName": ("VolumeName", "volume", "image_path"),
+    "model": ("model",),
+    "category": ("category",),
+}
+
+
+def _text(value: object) -> str:
+    """``str(value or "")`` as the companion benchmark reads its JSONL (None and missing become "")."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    return str(value or "")
+
+
+def read_rows(path: str | Path) -> pd.DataFrame:
+    """Every row of a predictions file (``.jsonl``, ``.csv`` or ``.parquet``), nothing dropped or merged.
+
+    Recognised columns are renamed to the release's names (``question`` -> ``Question``,
+    ``answer`` -> ``Answer``, ...); ``prediction`` is required. Errors name the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: predictions file not found")
+    if path.suffix == ".jsonl":
+        records = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: line {number}: not JSON ({exc})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}: line {number}: expected a JSON object")
+            records.append(record)
+        raw = pd.DataFrame.from_records(records)
+    elif path.suffix == ".csv":
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    elif path.suffix == ".parquet":
+        raw = pd.read_parquet(path)
+    else:
+        raise ValueError(f"{path}: use .jsonl, .csv or .parquet")
+    out = pd.DataFrame(index=raw.index)
+    for name, aliases in _ALIASES.items():
+        found = next((a for a in aliases if a in raw.columns), None)
+        if found is not None:
+            out[name] = raw[found]
+    if "prediction" not in out.columns:
+        raise ValueError(f"{path}: no 'prediction' column (columns: {', '.join(map(str, raw.columns))})")
+    for name in ("Question", "Answer", "prediction"):
+        out[name] = [_text(v) for v in out[name]] if name in out.columns else ""
+    return out.reset_index(drop=True)
+
+
+def as_3drad_frame(rows: pd.DataFrame, model: str) -> pd.DataFrame:
+    """Fill in what the 3D-RAD protocol needs: a missing task/subtask becomes 0 ("all"), a missing
+    question type is Close where an answer letter is given, else Open."""
+    frame = rows.copy()
+    if "model" not in frame.columns:
+        frame["model"] = model
+    frame["model"] = frame["model"].fillna(model).astype(str)
+    for name in ("Task", "Subtask"):
+        frame[name] = pd.to_numeric(frame[name], errors="coerce").fillna(0).astype(int) if name in frame else 0
+    if "subtask_name" not in frame.columns:
+        frame["subtask_name"] = np.where(frame["Subtask"] == 0, "all", frame["Subtask"].astype(str))
+    letters = frame["AnswerChoice"].astype(str) if "AnswerChoice" in frame.columns else pd.Series("", index=frame.index)
+    frame["AnswerChoice"] = letters.where(letters.isin(list(LETTERS)), "")
+    if "QuestionType" not in frame.columns:
+        frame["QuestionType"] = np.where(frame["AnswerChoice"] != "", "Close", "Open")
+    frame["QuestionType"] = frame["QuestionType"].astype(str).str.strip().str.capitalize().replace({"Closed": "Close"})
+    return frame
+
+
+def spatial_file_metrics(
+    path: str | Path,
+    *,
+    lowercase: bool = True,
+    metrics: Sequence[str] = ("bleu", "rouge", "meteor", "sbert"),
+    workers: int = 1,
+    embedder: tm.SentenceEmbedder | None = None,
+) -> dict[str, float]:
+    """CT-SpatialVQA's metrics of one predictions file (JSONL/CSV/Parquet with ``answer`` and ``prediction``)."""
+    rows = read_rows(path)
+    result = tm.spatial_metrics(
+        rows["prediction"].tolist(),
+        rows["Answer"].tolist(),
+        lowercase=lowercase,
+        sbert="sbert" in metrics,
+        embedder=embedder,
+        workers=workers,
+    )
+    keep = {"count"}
+    keep |= {"bleu"} if "bleu" in metrics else set()
+    keep |= {"rouge1_f", "rouge2_f", "rougeL_f"} if "rouge" in metrics else set()
+    keep |= {"meteor"} if "meteor" in metrics else set()
+    keep |= {"sbert_cosine"} if "sbert" in metrics else set()
+    return {k: v for k, v in result.items() if k in keep}
+
+
+# --------------------------------------------------------------------------- AlignScore (optional)
+
+ALIGNSCORE_UNSET = "not computed (set RAD3D_ALIGNSCORE_CKPT to an AlignScore checkpoint)"
+
+
+def alignscore_scorer(
+    checkpoint: str | Path, *, base_model: str = "roberta-large", device: str = "cpu", batch_size: int = 32
+) -> tuple[Callable[[list[str], list[str]], list[float]], str]:
+    """AlignScore (Zha et al., 2023) as the companion benchmark runs it: ``(contexts, claims) -> scores``.
+
+    Needs the ``alignscore`` package and a checkpoint (``AlignScore-base.ckpt`` or
+    ``AlignScore-large.ckpt``) on disk; the reference answer is the context, the prediction the claim.
+    """
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"AlignScore checkpoint {path} not found (setting RAD3D_ALIGNSCORE_CKPT)")
+    try:
+        from alignscore import AlignScore
+    except ImportError as exc:
+        raise RuntimeError(
+            "AlignScore needs the alignscore package (pip install from github.com/yuh-zha/AlignScore) "
+            f"and its checkpoint; the metric is optional ({exc})"
+        ) from None
+    scorer = AlignScore(
+        model=base_model, batch_size=batch_size, device=device, ckpt_path=str(path), evaluation_mode="nli_sp"
+    )
+
+    def score(contexts: list[str], claims: list[str]) -> list[float]:
+        return [float(v) for v in scorer.score(contexts=contexts, claims=claims)]
+
+    return score, f"AlignScore {path.name} ({base_model}, nli_sp)"

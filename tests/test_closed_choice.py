@@ -1,0 +1,112 @@
+"""3D-RAD closed-task scoring on crafted model outputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from rad3d_pipeline.closed_choice import (
+    group_accuracy,
+    m3d_correct,
+    macro_average,
+    parse_choice,
+    parsed_correct,
+    score_closed,
+)
+
+
+@pytest.mark.parametrize(
+    ("output", "letter", "expected"),
+    [
+        ("B. No", "B", True),
+        ("The answer is B.", "B", True),
+        ("A. Yes B. No", "B", True),  # the script's rule accepts an output listing every choice
+        ("B", "B", False),  # ... and rejects a bare letter
+        ("(B) No", "B", False),
+        ("b. no", "B", False),  # case-sensitive substring
+        ("Answer: B.", "A", False),
+        ("", "A", False),
+    ],
+)
+def test_m3d_rule_is_letter_followed_by_period(output: str, letter: str, expected: bool) -> None:
+    assert m3d_correct(output, letter) is expected
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        ("B", "B"),
+        ("B.", "B"),
+        (" b ", "B"),
+        ("(C)", "C"),
+        ("D)", "D"),
+        ("Answer: B", "B"),
+        ("answer: b", "B"),
+        ("(B) No", "B"),
+        ("The answer is B. No", "B"),
+        ("The answer is (A).", "A"),
+        ("Option D", "D"),
+        ("C. New Lesion (Absent previously, now present)", "C"),
+        ("B. No, there is no pleural effusion.", "B"),
+    ],
+)
+def test_parse_single_choice(output: str, expected: str) -> None:
+    assert parse_choice(output) == expected
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        "",
+        "A. Yes B. No",  # echoes the choices: ambiguous
+        "I think B, not A.",
+        "The answer is A or C.",
+        "A nodule is seen in the right lung.",  # article, not a choice
+        "The answer is a new lesion",  # lower-case article after a cue word
+        "3D reconstruction shows no effusion",  # "D" preceded by a digit
+        "E.",  # not one of the letters
+        "Yes",  # no letter and no choice texts given
+    ],
+)
+def test_unparseable_or_ambiguous_outputs(output: str) -> None:
+    assert parse_choice(output) is None
+
+
+def test_choice_text_answers_need_the_choices() -> None:
+    choices = {"A": "Yes", "B": "No", "C": "-", "D": "-"}
+    assert parse_choice("No.", choices=choices) == "B"
+    assert parse_choice("yes", choices=choices) == "A"
+    assert parse_choice("Maybe", choices=choices) is None
+    assert parse_choice("-", choices=choices) is None
+    assert parse_choice("No", letters="AB") is None
+    assert parse_choice("C.", letters="AB") is None
+
+
+def test_parsed_correct() -> None:
+    assert parsed_correct("The answer is B. No", "B")
+    assert not parsed_correct("A. Yes B. No", "B")
+    assert parsed_correct("No", "B", choices={"A": "Yes", "B": "No"})
+
+
+def test_macro_average_and_groups() -> None:
+    assert macro_average({}) == 0.0
+    assert macro_average({"x": 1.0, "y": 0.5}) == 0.75
+    assert group_accuracy([True, False, True, True], ["x", "x", "y", "y"]) == {"x": 0.5, "y": 1.0}
+
+
+def test_score_closed_micro_and_macro() -> None:
+    outputs = ["B.", "A", "A. Yes B. No", "(C)", "D. No Abnormality", "Answer: D"]
+    letters = ["B", "A", "B", "C", "D", "D"]
+    subtasks = ["t4", "t4", "t4", "t6", "t6", "t6"]
+    scores = score_closed(outputs, letters, subtasks)
+    # m3d: t4 -> B. yes, A no, listing yes = 2/3; t6 -> (C) no, D. yes, "Answer: D" no = 1/3
+    assert scores.count == 6
+    assert scores.m3d_accuracy == pytest.approx(3 / 6)
+    assert scores.m3d_macro == pytest.approx((2 / 3 + 1 / 3) / 2)
+    # parsed: t4 -> B yes, A yes, ambiguous no = 2/3; t6 -> all three = 1
+    assert scores.parsed_accuracy == pytest.approx(5 / 6)
+    assert scores.parsed_macro == pytest.approx((2 / 3 + 1) / 2)
+    assert scores.per_subtask["t6"] == {"m3d": pytest.approx(1 / 3), "parsed": 1.0, "count": 3.0}
+    with pytest.raises(ValueError):
+        score_closed(["A."], ["A", "B"])
+    empty = score_closed([], [])
+    assert (empty.count, empty.m3d_accuracy, empty.parsed_macro) == (0, 0.0, 0.0)

@@ -1,0 +1,95 @@
+"""The leaderboard: Table 4 layout from hand-made metric tables, its files, and a sample build ending in it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rad3d_pipeline import leaderboard as lb
+from rad3d_pipeline.metrics import EngineOptions, evaluate_predictions
+
+
+def predictions() -> pd.DataFrame:
+    rows = []
+    for model, outputs in {
+        "good": ["B. No", "A. Yes", "left lung", "5 mm"],
+        "bad": ["A. Yes", "B", "right lung", ""],
+    }.items():
+        rows += [
+            (model, 4, 1, "Atelectasis", "Close", "Is atelectasis present?", "No", "B", outputs[0]),
+            (model, 4, 2, "Emphysema", "Close", "Is emphysema present?", "Yes", "A", outputs[1]),
+            (model, 1, 1, "Anatomical_observation", "Open", "Which lung?", "Left lung.", "-", outputs[2]),
+            (model, 3, 1, "Diameter", "Open", "What is the diameter?", "5 mm", "-", outputs[3]),
+        ]
+    columns = ["model", "Task", "Subtask", "subtask_name", "QuestionType", "Question", "Answer", "AnswerChoice"]
+    frame = pd.DataFrame(rows, columns=[*columns, "prediction"])
+    frame["VolumeName"] = "test_1_a_1.nii.gz"
+    return frame
+
+
+def test_table4_and_files(tmp_path: Path) -> None:
+    frame = predictions()
+    table = evaluate_predictions(frame, EngineOptions(bertscore=False))
+    t4 = lb.table4(table)
+    assert list(t4.index) == ["bad", "good"]
+    # Task 4: good answers both subtasks (macro 100); bad: "A." wrong, bare "B" wrong by the letter rule -> 0
+    assert t4.loc["good", "Task4 Acc"] == 100.0 and t4.loc["bad", "Task4 Acc"] == 0.0
+    # "left lung" vs "Left lung.": 13a tokens are case-sensitive, 1 of 2 match; brevity penalty exp(1 - 3/2)
+    assert t4.loc["good", "Task1 ROUGE"] == pytest.approx(100.0)
+    assert t4.loc["good", "Task1 BLEU"] == pytest.approx(100 * 0.5 * np.exp(1 - 3 / 2), abs=1e-9)
+    # the empty prediction is skipped: bad has no Task 3 value
+    assert np.isnan(t4.loc["bad", "Task3 BLEU"]) and t4.loc["good", "Task3 BLEU"] == 100.0
+    files = lb.write_leaderboard(table, frame, tmp_path / "lb")
+    for name in ("table4.csv", "table4.md", "subtasks.csv", "correctness_matrix.csv", "per_category.csv"):
+        assert files.files[name].is_file(), name
+    for name in ("bars_task4.png", "bars_subtasks_task4.png", "correctness_matrix.png", "answer_lengths.png"):
+        assert files.pngs[name].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    matrix = pd.read_csv(files.files["correctness_matrix.csv"])
+    assert matrix["good"].tolist() == [1, 1, 1, 1] and matrix["bad"].tolist() == [0, 0, 0, 0]
+    assert "Task4 Acc" in files.files["table4.md"].read_text()
+
+
+def test_per_category_uses_spatial_categories() -> None:
+    frame = predictions()
+    cats = {(lb.volume_key("valid_1_a_1.nii.gz"), lb.question_key("which  LUNG?")): "laterality"}
+    table = lb.per_category(frame, cats)
+    assert set(table["category"]) == {"laterality", "Task4 Atelectasis", "Task4 Emphysema", "Task3 Diameter"}
+    assert table.set_index(["category", "model"]).loc[("laterality", "good"), "accuracy"] == 1.0
+    assert lb.volume_key("test_12_b_2.nii.gz") == "valid_12_b_2" and lb.volume_key("train_1_a_1") == "train_1_a_1"
+
+
+@pytest.mark.slow
+def test_sample_build_ends_in_a_leaderboard(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    env.update(DAGSTER_HOME=str(tmp_path / "dagster_home"), RAD3D_MODELS="prior,random", RAD3D_LLM="rules")
+    env.pop("RAD3D_SHARDS", None)
+    env.pop("RAD3D_MODELS_FILE", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "rad3d.cli", *args], capture_output=True, text=True, env=env, timeout=900
+        )
+
+    made = cli("sample-data", "--out", str(tmp_path / "ctrate"), "--patients", "8", "--seed", "2")
+    assert made.returncode == 0, made.stderr
+    out = tmp_path / "out"
+    built = cli("build", "--ctrate-root", str(tmp_path / "ctrate"), "--out", str(out), "--select", "+key:leaderboard")
+    assert built.returncode == 0, built.stdout + built.stderr
+    folder = out / "reports" / "leaderboard"
+    t4 = pd.read_csv(folder / "table4.csv", index_col=0)
+    assert sorted(t4.index) == ["prior", "random"]
+    assert {"Task4 Acc", "Task5 Acc", "Task6 Acc", "Task1 BLEU", "Task1 BERTScore"} <= set(t4.columns)
+    assert t4[["Task4 Acc", "Task5 Acc", "Task6 Acc"]].notna().all().all()
+    assert ((t4.fillna(0) >= 0) & (t4.fillna(0) <= 100)).all().all()
+    assert "offline stand-in" in (folder / "table4.md").read_text()
+    for task in range(4, 7):
+        assert (folder / f"bars_task{task}.png").is_file() and (folder / f"bars_subtasks_task{task}.png").is_file()
+    assert (folder / "correctness_matrix.csv").is_file() and (folder / "answer_lengths.png").is_file()
+    metrics = pd.concat(pd.read_parquet(p) for p in (out / "tables" / "metric_tables").glob("*.parquet"))
+    assert set(metrics["model"]) == {"prior", "random"} and (metrics["protocol_version"] == "3drad-1").all()

@@ -1,0 +1,290 @@
+"""Text metrics: hand-computed values, the CT-SpatialVQA reference numbers, and cache/worker invariance.
+
+The reference numbers are in fixtures/spatialvqa_mini/reference_metrics.json (read in place,
+never copied). METEOR needs WordNet from Debian's wordnet-base and wordnet-sense-index.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from rad3d_pipeline import text_metrics as tm
+from rad3d_pipeline.wordnet_setup import LEXNAMES, WordNetUnavailableError, ensure_wordnet, lexnames_text
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE_FILES = ("merlin_predictions_600.jsonl", "radfm_predictions_600.jsonl")
+TEXT_KEYS = ("count", "bleu", "rouge1_f", "rouge2_f", "rougeL_f", "meteor")
+
+
+def spatial_dir() -> Path:
+    root = Path(os.environ.get("RAD3D_FIXTURES", REPO.parent / "shared" / "fixtures"))
+    path = root / "spatialvqa_mini"
+    if not (path / "reference_metrics.json").is_file():
+        pytest.skip(f"CT-SpatialVQA fixtures not found at {path} (set RAD3D_FIXTURES to ../shared/fixtures)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = json.loads((spatial_dir() / "reference_metrics.json").read_text())["results"]
+    return results
+
+
+@pytest.fixture(scope="module")
+def fixture_rows() -> list[tuple[str, str]]:
+    """Both fixture files' (prediction, answer) rows, once each and then again (duplicates)."""
+    rows: list[tuple[str, str]] = []
+    for name in FIXTURE_FILES:
+        preds, refs = tm.read_predictions_jsonl(spatial_dir() / name)
+        rows.extend(zip(preds, refs, strict=True))
+    return rows
+
+
+# --------------------------------------------------------------------------- WordNet setup
+
+
+def test_lexnames_is_the_wordnet_30_list() -> None:
+    lines = lexnames_text().splitlines()
+    assert len(lines) == len(LEXNAMES) == 45
+    assert lines[0] == "00\tadj.all\t3"
+    assert lines[3] == "03\tnoun.Tops\t1"
+    assert lines[29] == "29\tverb.body\t2"
+    assert lines[44] == "44\tadj.ppl\t3"
+
+
+def test_ensure_wordnet_is_idempotent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import nltk  # type: ignore[import-untyped]
+
+    monkeypatch.setattr(nltk.data, "path", list(nltk.data.path))
+    monkeypatch.setenv("NLTK_DATA", "")
+    root = ensure_wordnet(tmp_path / "nltk_data")
+    target = root / "corpora" / "wordnet"
+    assert (target / "lexnames").read_text() == lexnames_text()
+    assert (target / "index.sense").is_file() and (target / "data.noun").is_file()
+    stamp = (target / "data.noun").stat().st_mtime_ns
+    assert ensure_wordnet(tmp_path / "nltk_data") == root
+    assert (target / "data.noun").stat().st_mtime_ns == stamp
+    assert nltk.data.path[0] == str(root)
+    assert os.environ["NLTK_DATA"].split(os.pathsep)[0] == str(root)
+
+
+def test_missing_wordnet_names_the_debian_packages(tmp_path: Path) -> None:
+    with pytest.raises(WordNetUnavailableError, match=r"wordnet-base.*wordnet-sense-index"):
+        ensure_wordnet(tmp_path / "nltk_data", source=tmp_path / "no-wordnet")
+
+
+# --------------------------------------------------------------------------- single metrics, by hand
+
+
+def test_tokenize_13a() -> None:
+    assert tm.tokenize_13a("No pleural effusion.") == ["No", "pleural", "effusion", "."]
+    assert tm.tokenize_13a("3.5 cm, left-sided") == ["3.5", "cm", ",", "left-sided"]
+
+
+def test_hf_bleu_max_order_1() -> None:
+    # 5 of 6 unigrams match ("the" twice), equal lengths: BP = 1
+    assert tm.hf_bleu("the cat sat on the mat", "the cat is on the mat") == pytest.approx(5 / 6, abs=1e-15)
+    # all matched but 2 tokens against 6: BP = exp(1 - 6/2)
+    assert tm.hf_bleu("the cat", "the cat is on the mat") == pytest.approx(math.exp(-2), abs=1e-15)
+    # "No." is two tokens, one matches; longer than the reference: BP = 1
+    assert tm.hf_bleu("No.", "No") == pytest.approx(0.5, abs=1e-15)
+    assert tm.hf_bleu("yes", "no") == 0.0
+    assert tm.hf_bleu("anything", "") == 0.0  # empty reference: 0, as current `evaluate` returns
+
+
+def test_compute_bleu_order_2() -> None:
+    bleu, precisions, bp, ratio, hyp_len, ref_len = tm.compute_bleu([[["a", "b", "d"]]], [["a", "b", "c"]], max_order=2)
+    assert precisions == [2 / 3, 1 / 2]
+    assert (bp, ratio, hyp_len, ref_len) == (1.0, 1.0, 3, 3)
+    assert bleu == pytest.approx(math.sqrt(1 / 3), abs=1e-15)
+
+
+def test_rouge_by_hand_and_against_rouge_score() -> None:
+    r1, r2, rl = tm.rouge_f("the cat sat", "the cat")
+    assert (r1, r2, rl) == pytest.approx((0.8, 2 / 3, 0.8), abs=1e-15)
+    # Porter stemming: lesions/lesion -> lesion, enlarging/enlarged -> enlarg
+    assert tm.rouge_f("Lesions are enlarging.", "lesion enlarged")[0] == pytest.approx(0.8, abs=1e-15)
+    assert tm.rouge_f("Lesions are enlarging.", "lesion enlarged", use_stemmer=False)[0] == 0.0
+    assert tm.rouge_f("", "anything") == (0.0, 0.0, 0.0)
+    scorer = tm._rouge_scorer(True)
+    for ref, pred in [("a b c d e", "e d c b a"), ("right upper lobe nodule", "nodule in the right lobe")]:
+        s = scorer.score(ref, pred)
+        assert tm.rouge_f(ref, pred) == (s["rouge1"].fmeasure, s["rouge2"].fmeasure, s["rougeL"].fmeasure)
+
+
+def test_lcs_length() -> None:
+    assert tm.lcs_length("ABCBDAB", "BDCABA") == 4
+    assert tm.lcs_length([], ["a"]) == 0
+    assert tm.lcs_length(["x"] * 70, ["x"] * 65) == 65  # more than 64 tokens: big-int masks
+
+
+def test_meteor_by_hand_and_against_nltk() -> None:
+    from nltk.translate.meteor_score import meteor_score  # type: ignore[import-untyped]
+
+    ensure_wordnet()
+    # three exact matches in one chunk: (1 - 0.5 * (1/3)**3) * 1
+    assert tm.meteor(["a", "b", "c"], ["a", "b", "c"]) == pytest.approx(1 - 1 / 54, abs=1e-15)
+    assert tm.meteor(["this", "is", "a", "cat"], ["non", "matching", "hypothesis"]) == 0.0
+    assert tm.meteor([], ["a"]) == 0.0
+    # WordNet synonym stage: sick ~ ill
+    assert tm.meteor(["he", "is", "ill"], ["he", "is", "sick"]) == pytest.approx(1 - 1 / 54, abs=1e-15)
+    # NLTK looks synonyms up for the *stemmed* leftovers: large -> "larg" has none, so 2 matches in 2 chunks
+    assert tm.meteor(["the", "big", "cat"], ["the", "large", "cat"]) == pytest.approx(1 / 3, abs=1e-15)
+    cases = [
+        (["the", "big", "cat"], ["the", "large", "cat"]),
+        (["he", "is", "ill"], ["he", "is", "sick"]),
+        (
+            ["no", "pleural", "effusion", "was", "observed", "."],
+            ["there", "is", "no", "effusion", "in", "the", "pleura"],
+        ),
+        (["the", "the", "cat", "on", "the", "mat"], ["a", "cat", "on", "the", "the", "mat", "the"]),
+        (["Both", "Lungs"], ["both", "lungs"]),
+    ]
+    for ref, hyp in cases:
+        assert tm.meteor(ref, hyp) == meteor_score([ref], hyp)
+
+
+def test_word_tokenize() -> None:
+    assert tm.word_tokenize("No pleural effusion.") == ["No", "pleural", "effusion", "."]
+    assert "word_tokenize" in tm.meteor_tokenizer_label()
+
+
+def test_exact_match() -> None:
+    assert tm.normalize_answer("  The Right Lung. ") == "the right lung"
+    assert tm.exact_match("Right lung.", "right lung")
+    assert tm.exact_match("(B) no!", "b NO")
+    assert not tm.exact_match("right-lung", "right lung")  # punctuation is removed, not turned into a space
+    assert tm.exact_match_accuracy(["yes", "No.", "left"], ["Yes", "no", "right"]) == pytest.approx(2 / 3)
+    assert tm.exact_match_accuracy([], []) == 0.0
+
+
+def test_corpus_bleu_dedup_is_exact() -> None:
+    preds = ["the cat sat on the mat", "no .", "the cat sat on the mat", "a b c d", "no ."]
+    refs = ["the cat is on the mat", "no", "the cat is on the mat", "a b c e", "no"]
+    assert tm.corpus_bleu(preds, refs, cache=True) == tm.corpus_bleu(preds, refs, cache=False)
+
+
+def test_normalize_pairs_drops_empty_answers() -> None:
+    preds, refs = tm.normalize_pairs([" A ", "b", None, "C"], ["X ", "  ", "y", None])
+    assert (preds, refs) == (["a", ""], ["x", "y"])
+    preds, refs = tm.normalize_pairs([" A "], ["X "], lowercase=False)
+    assert (preds, refs) == (["A"], ["X"])
+    result = tm.spatial_metrics(["a"], [" "], sbert=False)
+    assert result["count"] == 0
+
+
+def test_open_ended_skips_empty_predictions() -> None:
+    scores = tm.open_ended_metrics(["", "yes"], ["no", "Yes"], bertscore=False)
+    assert scores.count == 1 and scores.skipped_empty == 1
+    assert scores.bleu == 0.0  # "yes" vs "Yes": 13a is case-sensitive
+    assert scores.rouge1 == 1.0  # rouge-score lowercases
+    assert scores.meteor == pytest.approx(0.5, abs=1e-15)  # one match, one chunk: penalty 0.5
+    assert scores.exact_match == 0.5
+    assert scores.bert_f1 is None and scores.bertscore_model is None
+    samples = tm.open_ended_samples(["", "yes"], ["no", "Yes"], bertscore=False)
+    assert samples.bleu == [None, 0.0] and samples.exact_match == [False, True]
+
+
+# --------------------------------------------------------------------------- the CT-SpatialVQA reference
+
+
+@pytest.mark.parametrize("name", FIXTURE_FILES)
+def test_spatial_protocol_reproduces_reference(name: str, reference: dict[str, dict[str, float]]) -> None:
+    result = tm.spatial_metrics_jsonl(spatial_dir() / name, lowercase=True, sbert=False)
+    expected = reference[name]
+    assert result["count"] == expected["count"]
+    for key in TEXT_KEYS[1:]:
+        assert abs(result[key] - expected[key]) <= 1e-9, (key, result[key], expected[key])
+    assert result["bleu"] > 1.0  # sacreBLEU's 0-100 scale, like the reference
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FIXTURE_FILES)
+def test_spatial_sbert_reproduces_reference(name: str, reference: dict[str, dict[str, float]]) -> None:
+    result = tm.spatial_metrics_jsonl(spatial_dir() / name, embedder=_EMBEDDER)
+    assert list(result) == list(tm.SPATIAL_METRIC_NAMES)
+    for key in TEXT_KEYS[1:]:
+        assert abs(result[key] - reference[name][key]) <= 1e-9
+    # float32 embeddings: batch composition changes the last bits only
+    assert abs(result["sbert_cosine"] - reference[name]["sbert_cosine"]) <= 1e-6
+
+
+_EMBEDDER = tm.SentenceEmbedder()
+
+
+# --------------------------------------------------------------------------- caching / workers invariance
+
+
+def test_spatial_values_do_not_depend_on_cache_or_workers(fixture_rows: list[tuple[str, str]]) -> None:
+    rows = fixture_rows[::2] + fixture_rows[:300]  # 900 rows, 300 of them repeated
+    preds = [p for p, _ in rows]
+    refs = [r for _, r in rows]
+    cached = tm.spatial_metrics(preds, refs, sbert=False, cache=True)
+    plain = tm.spatial_metrics(preds, refs, sbert=False, cache=False)
+    pooled = tm.spatial_metrics(preds, refs, sbert=False, cache=True, workers=2)
+    assert cached == plain == pooled
+    assert tm.score_pairs("spatial", list(zip(preds, refs, strict=True)), cache=True) == tm.score_pairs(
+        "spatial", list(zip(preds, refs, strict=True)), cache=False
+    )
+
+
+def test_3drad_values_do_not_depend_on_cache_or_workers(fixture_rows: list[tuple[str, str]]) -> None:
+    rows = fixture_rows[1::3] + fixture_rows[:100] + [("", "no"), ("  ", "yes")]
+    preds = [p for p, _ in rows]
+    refs = [r for _, r in rows]
+    cached = tm.open_ended_metrics(preds, refs, bertscore=False, cache=True)
+    plain = tm.open_ended_metrics(preds, refs, bertscore=False, cache=False)
+    pooled = tm.open_ended_metrics(preds, refs, bertscore=False, cache=True, workers=2)
+    assert cached == plain == pooled
+    assert cached.skipped_empty == 2 and cached.count == len(rows) - 2
+
+
+@pytest.mark.slow
+def test_embeddings_once_per_string_same_values() -> None:
+    texts = ["no pleural effusion.", "right lower lobe", "no pleural effusion.", "the heart is enlarged"]
+    cached = tm.SentenceEmbedder(cache=True)
+    plain = tm.SentenceEmbedder(cache=False)
+    a = cached.encode(texts)
+    b = plain.encode(texts)
+    assert a.shape == (4, 384) and len(cached._vectors) == 3
+    assert abs(a - b).max() <= 1e-6
+    assert float((a * a).sum(axis=1).min()) == pytest.approx(1.0, abs=1e-5)
+    cos = cached.cosine(texts[:2], texts[2:])
+    assert cos[0] == pytest.approx(0.0 + float((a[0] * a[2]).sum()), abs=1e-7)
+
+
+@pytest.mark.slow
+def test_bertscore_offline_stand_in() -> None:
+    scorer = tm.BertScoreF1()
+    assert "stand-in" in scorer.label and scorer.num_layers == 6
+    preds = ["no pleural effusion", "right lower lobe", "no pleural effusion"]
+    refs = ["no pleural effusion", "left upper lobe", "no pleural effusion"]
+    f1 = scorer.f1(preds, refs)
+    assert f1[0] == pytest.approx(1.0, abs=1e-5) and f1[0] == f1[2]
+    assert 0.0 < f1[1] < f1[0]
+    import bert_score  # type: ignore[import-untyped]
+
+    _, _, direct = bert_score.score(preds[1:2], refs[1:2], model_type=scorer.path, num_layers=6)
+    assert f1[1] == pytest.approx(float(direct[0]), abs=1e-5)
+    scores = tm.open_ended_metrics(preds, refs, bertscore=scorer)
+    assert scores.bertscore_model == scorer.label
+    assert scores.bert_f1 == pytest.approx(sum(f1) / 3, abs=1e-9)
+
+
+def test_bertscore_model_setting_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
+        tm.BertScoreF1(model_path=tmp_path / "roberta-large")
+
+
+def test_forked_workers_read_wordnet_safely(fixture_rows: list[tuple[str, str]]) -> None:
+    """Forked workers must not share the parent's WordNet file offsets (they read garbage synsets)."""
+    tm._wordnet().synsets("lung")  # the parent has WordNet's data files open
+    tm._synonyms.cache_clear()  # the workers look every word up themselves
+    pooled = tm.score_pairs("spatial", fixture_rows, workers=2)
+    tm._synonyms.cache_clear()
+    assert pooled == tm.score_pairs("spatial", fixture_rows, workers=1)
