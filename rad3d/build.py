@@ -69,6 +69,55 @@ def resolve_selection(defs: Definitions, select: str | None) -> set[AssetKey]:
     return set(keys)
 
 
+def partition_filter(defs: Definitions, selected: set[AssetKey], spec: str) -> Callable[[AssetKey, str], bool]:
+    """``--partitions``: comma-separated partition keys or ``start...end`` ranges (Dagster's range syntax).
+
+    An item names whole keys or one dimension's keys (``00...03`` the shards 00 to 03, ``prior`` a
+    model), resolved in the partitions definition that holds it. A selected asset keeps the
+    partitions whose every named dimension matches; an asset whose partitions none of the items
+    name keeps all of them. An item no selected asset has is an error.
+    """
+    graph = defs.resolve_asset_graph()
+    spaces: dict[AssetKey, list[list[str]]] = {}  # per asset: its whole keys, then each dimension's keys
+    for key in selected:
+        pdef = graph.get(key).partitions_def
+        if pdef is None:
+            continue
+        spaces[key] = [list(pdef.get_partition_keys())]
+        if isinstance(pdef, MultiPartitionsDefinition):
+            spaces[key] += [list(dim.partitions_def.get_partition_keys()) for dim in pdef.partitions_defs]
+    every_space = [space for asset_spaces in spaces.values() for space in asset_spaces]
+    wanted: set[str] = set()
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        start, _, end = item.partition("...")
+        start, end = start.strip(), (end.strip() or start.strip())
+        for space in every_space:
+            if start in space and end in space:
+                lo, hi = space.index(start), space.index(end)
+                if lo > hi:
+                    raise BuildError(f"--partitions {item!r}: {start!r} comes after {end!r}")
+                wanted.update(space[lo : hi + 1])
+                break
+        else:
+            names = repr(start) if start == end else f"{start!r} and {end!r}"
+            raise BuildError(f"--partitions {item!r}: no selected asset has the partition {names}")
+
+    def keep(asset: AssetKey, partition: str) -> bool:
+        asset_spaces = spaces.get(asset)
+        if not asset_spaces or partition in wanted:
+            return True
+        whole, dims = asset_spaces[0], asset_spaces[1:]
+        named_dims = [i for i, dim in enumerate(dims) if wanted.intersection(dim)]
+        if named_dims:
+            values = partition.split("|")
+            return all(values[i] in wanted for i in named_dims)
+        return not wanted.intersection(whole)
+
+    return keep
+
+
 def _contiguous_runs(all_keys: Sequence[str], wanted: set[str]) -> list[list[str]]:
     runs: list[list[str]] = []
     current: list[str] = []

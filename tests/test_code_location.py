@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -49,48 +45,5 @@ def test_definitions_validate(tmp_path: Path) -> None:
     assert "All code locations passed validation" in result.stderr + result.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.mark.slow
-def test_webserver_serves_the_asset_groups(tmp_path: Path) -> None:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=REPO,
-        env=_env(tmp_path),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        query = {
-            "query": "{ assetNodes { assetKey { path } groupName } repositoriesOrError { ... on RepositoryConnection "
-            "{ nodes { schedules { name } sensors { name } } } } }"
-        }
-        deadline = time.monotonic() + 120
-        data = None
-        while time.monotonic() < deadline:
-            try:
-                request = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/graphql",
-                    data=json.dumps(query).encode(),
-                    headers={"Content-Type": "application/json"},
-                )
-                with urllib.request.urlopen(request, timeout=10) as response:
-                    data = json.loads(response.read())
-                if data.get("data", {}).get("assetNodes"):
-                    break
-            except OSError:
-                time.sleep(1)
-        assert data is not None, "webserver did not answer"
-        groups = {node["groupName"] for node in data["data"]["assetNodes"]}
-        assert {"ctrate", "sentences", "open_qa", "closed_qa", "release", "quality", "evaluation"} <= groups
-        [repo] = data["data"]["repositoriesOrError"]["nodes"]
-        assert {s["name"] for s in repo["schedules"]} == {"weekly_benchmark_rebuild"}
-        assert {s["name"] for s in repo["sensors"]} >= {"ctrate_drop_sensor", "run_failure_record"}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+# The webserver and the daemon on this code location: tests/test_ui_chromium.py (`rad3d ui`, SQLite)
+# and tests/test_production.py (PostgreSQL).

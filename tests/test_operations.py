@@ -110,3 +110,76 @@ def test_run_failure_writes_a_record(tmp_path: Path, monkeypatch: pytest.MonkeyP
     run_failure_record(context)
     record = json.loads((tmp_path / "failures" / f"{result.run_id}.json").read_text())
     assert record["run_id"] == result.run_id and record["message"]
+
+
+def test_build_partitions_option_keeps_a_shard_range(tmp_path: Path) -> None:
+    """`rad3d build --partitions 00...03`: shard-partitioned work covers 00-03; other partitionings stay whole."""
+    from rad3d.build import BuildError, partition_filter, plan_runs, resolve_selection
+
+    defs = build_definitions(ctrate_root=str(tmp_path / "ct"), out_dir=str(tmp_path / "out"))
+    selected = resolve_selection(defs, "key:report_sentences or key:qa_candidates or key:predictions")
+    plan = {
+        run.describe().split(" [")[0]: run
+        for run in plan_runs(defs, selected, partition_filter(defs, selected, "00...03"))
+    }
+    assert plan["report_sentences"].partition_keys == ["00", "01", "02", "03"]
+    assert {key.split("|")[0] for key in plan["qa_candidates"].partition_keys} == {"00", "01", "02", "03"}
+    assert len(plan["predictions"].partition_keys) == len(
+        defs.get_assets_def("predictions").partitions_def.get_partition_keys()
+    )
+    by_model = plan_runs(defs, selected, partition_filter(defs, selected, "prior"))
+    [predictions] = [run for run in by_model if run.describe().startswith("predictions")]
+    assert {key.split("|")[0] for key in predictions.partition_keys} == {"prior"}
+    for bad in ("03...00", "zz"):
+        with pytest.raises(BuildError, match="--partitions"):
+            partition_filter(defs, selected, bad)
+
+
+def test_scale_script_counts_runs_requests_and_files() -> None:
+    """The pure counting of benchmarks/scale_partitions.py on a hand-made two-asset graph."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "scale_partitions.py"
+    spec = importlib.util.spec_from_file_location("scale_partitions", path)
+    assert spec is not None and spec.loader is not None
+    scale = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = scale  # dataclasses look their module up
+    spec.loader.exec_module(scale)
+    graph = {
+        "shards": 4,
+        "assets": {
+            "files": {"partitions": 0, "observable": True},
+            "patients": {"partitions": 0, "observable": False},
+            "sentences": {"partitions": 4, "observable": False},
+            "candidates": {"partitions": 12, "observable": False},
+        },
+        "plan": [
+            {"assets": ["patients"], "partitions": 0},
+            {"assets": ["sentences"], "partitions": 4},
+            {"assets": ["candidates"], "partitions": 12},
+        ],
+    }
+    shape = scale.DataShape(
+        patients=8,
+        scans=10,
+        volumes=20,
+        valid_patients=2,
+        measurement_sentences_per_report=0.5,
+        open_release_files=8,
+        models=3,
+        profiles=2,
+        judges=4,
+        consistency_sample=600,
+    )
+    work = scale.count_workload(graph, shape)
+    assert work["total_partitions"] == 16 and work["runs_single_run_policy"] == 3
+    assert work["runs_one_per_partition"] == 1 + 4 + 12
+    assert work["llm_requests"]["tasks_1_2_generation (one per distinct report)"] == 10
+    assert work["llm_requests"]["task_3_generation (one per measurement sentence)"] == 5
+    assert work["llm_requests"]["scoring (one per candidate)"] == 10 * 6 + 5
+    assert work["llm_requests"]["judges (sample x judges)"] == 65 * 4
+    assert work["files"]["parquet tables (one per partition)"] == 1 + 4 + 12
+    assert work["files"]["npy volumes (volumes x profiles)"] == 40
+    assert work["files"]["release CSVs"] == 4 * (41 + 8)
+    assert work["patients_per_shard"] == 2
