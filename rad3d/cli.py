@@ -31,18 +31,35 @@ def _parse_tasks(value: str | None) -> list[str] | None:
     return tasks
 
 
+def _volume_size(value: str) -> str | tuple[int, int, int]:
+    if value in ("small", "full", "none"):
+        return value
+    try:
+        depth, height, width = (int(n) for n in value.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: use small, full, none or DxHxW such as 140x512x512") from None
+    return depth, height, width
+
+
 def cmd_sample_data(args: argparse.Namespace) -> int:
     from rad3d_pipeline.sample_data import write_sample_dataset
 
-    summary = write_sample_dataset(Path(args.out), patients=args.patients, seed=args.seed)
+    writer = None
+    if args.volumes != "none":
+        from rad3d_pipeline.phantoms import PhantomWriter
+
+        writer = PhantomWriter(size=args.volumes, version=args.ctrate_version)
+    summary = write_sample_dataset(Path(args.out), patients=args.patients, seed=args.seed, volume_writer=writer)
     print(f"Wrote a synthetic CT-RATE sample to {summary.root}")
     for split in sorted(summary.patients):
         print(f"  {split}: {summary.patients[split]} patients, {summary.volumes[split]} volumes")
+    if writer is not None:
+        print(f"  volumes: NIfTI phantoms ({args.volumes}, CT-RATE {args.ctrate_version} intensities)")
     return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from rad3d.build import BuildError, execute_plan, plan_runs, resolve_selection
+    from rad3d.build import BuildError, execute_plan, partition_filter, plan_runs, resolve_selection
     from rad3d.instance import get_instance
     from rad3d.summary import print_summary
 
@@ -65,9 +82,16 @@ def cmd_build(args: argparse.Namespace) -> int:
     except Exception as exc:  # a malformed selection string
         print(f"rad3d: --select {select!r}: {exc}", file=sys.stderr)
         return 2
+    try:
+        in_range = partition_filter(defs, selected, args.partitions) if args.partitions else None
+    except BuildError as exc:
+        print(f"rad3d: {exc}", file=sys.stderr)
+        return 2
 
     def keep(key: object, partition: str) -> bool:
         name = key.to_user_string()  # type: ignore[attr-defined]
+        if in_range is not None and not in_range(key, partition):  # type: ignore[arg-type]
+            return False
         if tasks is None or name not in TASK_PARTITIONED_ASSETS:
             return True
         task = partition.split("|")[-1]  # task x shard keys read "<shard>|<task>"
@@ -128,13 +152,14 @@ def cmd_review_import(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     from rad3d.instance import resolve_dagster_home
 
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     os.environ["RAD3D_OUT"] = str(out)
     home = resolve_dagster_home(out)
-    module = "rad3d.definitions"
-    cmd = ["dagster", "dev", "-m", module, "--host", args.host, "--port", str(args.port)]
-    print(f"Dagster UI at http://{args.host}:{args.port} (DAGSTER_HOME={home})")
-    os.execvp(cmd[0], cmd)
+    # `dagster dev` (webserver + daemon) from this interpreter, so an unactivated .venv/bin/rad3d works.
+    cmd = [sys.executable, "-m", "dagster", "dev", "-m", "rad3d.definitions", "--host", args.host]
+    cmd += ["--port", str(args.port)]
+    print(f"Dagster UI at http://{args.host}:{args.port} (DAGSTER_HOME={home})", flush=True)
+    os.execv(cmd[0], cmd)
     return 0  # pragma: no cover
 
 
@@ -146,6 +171,19 @@ def make_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True, help="folder to write (CT-RATE layout with dataset/)")
     sample.add_argument("--patients", type=int, default=40, help="number of patients over both splits (default 40)")
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sample.add_argument(
+        "--volumes",
+        type=_volume_size,
+        default="small",
+        help="NIfTI phantoms: small (80x80 in-plane, 32-40 slices; default), full (512x512x300), "
+        "DxHxW (e.g. 140x512x512) or none",
+    )
+    sample.add_argument(
+        "--ctrate-version",
+        choices=["v1", "v2"],
+        default="v1",
+        help="stored intensities: v1 = DICOM values (HU via the metadata slope/intercept; default), v2 = HU",
+    )
     sample.set_defaults(func=cmd_sample_data)
 
     build = sub.add_parser("build", help="materialize the asset graph (every partition) and export the release")
@@ -157,6 +195,11 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--tasks", default=None, help="comma-separated tasks, e.g. 4,5,6 (default: everything)")
     build.add_argument(
         "--select", default=None, help="Dagster asset selection, e.g. 'report_sentences' or 'group:ctrate'"
+    )
+    build.add_argument(
+        "--partitions",
+        default=None,
+        help="partition keys or START...END ranges, comma-separated, e.g. 00...03 (shards) or prior (a model)",
     )
     build.add_argument("--seed", type=int, default=0, help="seed of template shuffles and samples (default 0)")
     build.add_argument(
@@ -181,6 +224,10 @@ def make_parser() -> argparse.ArgumentParser:
     imp.add_argument("--min-dimension", type=float, default=3.0, help="score filter: every dimension at least")
     imp.add_argument("--min-mean", type=float, default=3.0, help="score filter: mean at least")
     imp.set_defaults(func=cmd_review_import)
+
+    from rad3d import evaluate_command
+
+    evaluate_command.add_parser(sub)
 
     ui = sub.add_parser("ui", help="start the Dagster UI on this project with the project's DAGSTER_HOME")
     ui.add_argument("--out", default=DEFAULT_OUT, help=f"data root (default {DEFAULT_OUT})")

@@ -10,15 +10,17 @@ import os
 
 from dagster import Definitions, EnvVar, load_asset_checks_from_modules, load_assets_from_modules
 
-from assets import closed_qa, ctrate, evaluation, open_qa, operations, quality, release, report_sentences
+from assets import closed_qa, ctrate, evaluation, open_qa, operations, quality, release, report_sentences, volumes
 from assets.partitions import N_SHARDS
+from rad3d.celery_jobs import celery_jobs
 from resources.ctrate_source import CtrateSource
 from resources.llm import LlmResource
 from resources.models import ModelsResource
 from resources.parquet_io import PartitionedParquetIOManager
 from resources.settings import Rad3dSettings, env_models, env_models_file, env_out_dir
+from resources.volumes import volume_settings_from_env
 
-ASSET_MODULES = (ctrate, report_sentences, open_qa, closed_qa, release, quality, evaluation)
+ASSET_MODULES = (ctrate, report_sentences, open_qa, closed_qa, release, quality, evaluation, volumes)
 
 
 def default_ctrate_root(out_dir: str) -> str:
@@ -66,6 +68,7 @@ def build_definitions(
     return Definitions(
         assets=[*load_assets_from_modules(list(ASSET_MODULES)), *operations.SOURCE_ASSETS],
         schedules=[operations.weekly_benchmark_rebuild],
+        jobs=celery_jobs({getattr(m, "GROUP", "") for m in ASSET_MODULES}),
         sensors=[operations.ctrate_drop_sensor, operations.run_failure_record],
         asset_checks=load_asset_checks_from_modules(list(ASSET_MODULES)),
         resources={
@@ -74,6 +77,7 @@ def build_definitions(
             "io_manager": PartitionedParquetIOManager(base_dir=out),
             "llm": llm_resource(llm_backend),
             "models": ModelsResource(names=env_models(), models_file=env_models_file()),
+            "volume_settings": volume_settings_from_env(),
         },
     )
 
