@@ -9,7 +9,7 @@ from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Ass
 
 from assets.metadata import table_metadata
 from rad3d_pipeline.consistency import judge_averages, pairwise_consistency
-from rad3d_pipeline.embeddings import Embedder
+from rad3d_pipeline.embeddings import SentenceEmbedder
 from rad3d_pipeline.judges import heuristic_judge_scores, minilm_scores, sample_for_consistency
 from rad3d_pipeline.llm.client import Accounting, Outcome, run_all
 from rad3d_pipeline.llm.parsers import SCORE_DIMENSIONS
@@ -68,7 +68,7 @@ def scoring_consistency(
         if spec.name == "heuristic" and spec.offline:
             scores = heuristic_judge_scores(sample)
         elif spec.name == "minilm-grounding" and spec.offline:
-            scores = minilm_scores(sample, Embedder())
+            scores = minilm_scores(sample, SentenceEmbedder())
         else:
             client = llm.judge_client(spec, settings.out)
             scores, _ = score_candidates(client, sample)

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from rad3d_pipeline import text_metrics
+from rad3d_pipeline.embeddings import load_model
 from rad3d_pipeline.wordnet_setup import ensure_wordnet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,7 +153,7 @@ def main() -> int:
     model = None
     t_model = 0.0
     if not args.no_sbert:
-        model, t_model = timed(lambda: text_metrics._sentence_transformer(text_metrics.default_sbert_path()))
+        model, t_model = timed(lambda: load_model())
     print(f"setup (shared, not timed below): WordNet load {t_wordnet:.1f}s, SBERT model load {t_model:.1f}s")
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from rad3d_pipeline.embeddings import Embedder
+from rad3d_pipeline.embeddings import SentenceEmbedder
 from rad3d_pipeline.llm.parsers import SCORE_DIMENSIONS
 from rad3d_pipeline.rules_backend import heuristic_scores
 
@@ -79,7 +79,7 @@ def _to_score(similarity: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip(np.rint(scaled), 1, 5).astype(int)
 
 
-def minilm_scores(frame: pd.DataFrame, embedder: Embedder) -> pd.DataFrame:
+def minilm_scores(frame: pd.DataFrame, embedder: SentenceEmbedder) -> pd.DataFrame:
     """Five dimensions from embedding similarities (question, answer, source_text per row).
 
     Visual verifiability and answer appropriateness: the answer's grounding in its source

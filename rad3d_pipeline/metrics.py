@@ -18,7 +18,6 @@ macro average over subtasks per model x task (what the 3D-RAD paper reports). Id
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import pandas as pd
 
 from rad3d_pipeline import text_metrics as tm
 from rad3d_pipeline.closed_choice import LETTERS, m3d_correct, parsed_correct
+from rad3d_pipeline.table_files import read_table_file
 
 # Bump a protocol's version whenever any value it produces could change.
 PROTOCOL_VERSIONS: dict[str, str] = {"3drad": "3drad-1", "spatial": "spatial-1"}
@@ -231,25 +231,7 @@ def read_rows(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: predictions file not found")
-    if path.suffix == ".jsonl":
-        records = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: line {number}: not JSON ({exc})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}: line {number}: expected a JSON object")
-            records.append(record)
-        raw = pd.DataFrame.from_records(records)
-    elif path.suffix == ".csv":
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    elif path.suffix == ".parquet":
-        raw = pd.read_parquet(path)
-    else:
-        raise ValueError(f"{path}: use .jsonl, .csv or .parquet")
+    raw = read_table_file(path)
     out = pd.DataFrame(index=raw.index)
     for name, aliases in _ALIASES.items():
         found = next((a for a in aliases if a in raw.columns), None)

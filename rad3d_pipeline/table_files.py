@@ -1,0 +1,36 @@
+"""Reading tables that come from other tools (JSONL, CSV, Parquet), with errors that name file and line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+
+def read_table_file(
+    path: Path, suffixes: tuple[str, ...] = (".jsonl", ".csv", ".parquet"), error: type[ValueError] = ValueError
+) -> pd.DataFrame:
+    """The rows of ``path`` as strings as written: JSONL (one object a line, blank lines skipped), CSV or Parquet.
+
+    A line that is not a JSON object, or a suffix outside ``suffixes``, raises ``error`` naming the file
+    (and the line).
+    """
+    if path.suffix not in suffixes:
+        raise error(f"{path}: use {', '.join(suffixes)}")
+    if path.suffix == ".csv":
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise error(f"{path}: line {number}: not JSON ({exc})") from None
+        if not isinstance(record, dict):
+            raise error(f"{path}: line {number}: expected a JSON object")
+        records.append(record)
+    return pd.DataFrame.from_records(records)
