@@ -108,7 +108,11 @@ def volumes(
     previous_files = [table_dir(settings.out, "volumes") / f"{shard}.parquet" for shard in shards]
     previous = [pd.read_parquet(p) for p in previous_files if p.exists()]
     jobs, kept = plan_jobs(
-        found, lookup, profiles, pd.concat(previous, ignore_index=True) if previous else pd.DataFrame()
+        found,
+        lookup,
+        profiles,
+        pd.concat(previous, ignore_index=True) if previous else pd.DataFrame(),
+        volume_settings.version_setting(),
     )
     context.log.info(
         f"volumes: {len(found)} volume(s) in {len(shards)} shard(s) of {', '.join(splits) or 'no split'}; "
@@ -128,9 +132,13 @@ def volumes(
     for result in run_jobs(jobs, profiles, options, volume_settings.workers, progress):
         rows.extend(result.rows)
         quarantined.extend(result.quarantine)
-    for row in quarantined:  # a stale output of a now-broken source must not be read downstream
+    # A stale output of a now-broken (volume, profile) must not be read downstream; outputs the
+    # manifest lists (another profile of the same volume that did succeed) stay.
+    listed = {(str(r["VolumeName"]), str(r["profile"])) for r in rows}
+    for row in quarantined:
         for profile in profiles:
-            output_path(settings.out, profile.name, str(row["VolumeName"])).unlink(missing_ok=True)
+            if (str(row["VolumeName"]), profile.name) not in listed:
+                output_path(settings.out, profile.name, str(row["VolumeName"])).unlink(missing_ok=True)
 
     manifest = manifest_frame(rows)
     quarantine = quarantine_frame(quarantined)

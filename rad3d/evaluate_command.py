@@ -112,8 +112,12 @@ def evaluate_3drad(path: Path, args: argparse.Namespace, metrics: list[str]) -> 
         "jury": options.jury_label or None,
         "tasks": {},
     }
-    for task, rows in table.groupby("Task", sort=True):
-        macro = summary[summary["Task"] == task].iloc[0]
+    # A task is one entry; a file whose rows carry no task (task 0) but mix open and closed questions
+    # gets one entry per question type ("0-open", "0-close"), never one overwriting the other.
+    mixed = table.groupby("Task")["QuestionType"].nunique()
+    for (task, qtype), rows in table.groupby(["Task", "QuestionType"], sort=True):
+        macro = summary[(summary["Task"] == task) & (summary["QuestionType"] == qtype)].iloc[0]
+        label = f"{task}-{str(qtype).lower()}" if mixed[task] > 1 else str(task)
         entry: dict[str, Any] = {
             "question_type": str(macro["QuestionType"]),
             "count": int(rows["n"].sum()),
@@ -124,7 +128,7 @@ def evaluate_3drad(path: Path, args: argparse.Namespace, metrics: list[str]) -> 
             values = {"count": int(row["n"]), "scored": int(row["n_scored"])}
             values.update({name: row[col] for col, name in keep.items()})
             entry["subtasks"][str(row["subtask_name"])] = _clean(values)
-        result["tasks"][str(task)] = entry
+        result["tasks"][label] = entry
     return result
 
 

@@ -27,7 +27,8 @@ def print_volumes_summary(out: Path) -> None:
         return
     manifest = pd.concat([pd.read_parquet(f, columns=["VolumeName", "profile", "status"]) for f in files])
     quarantine = out / "volumes" / "quarantine.csv"
-    bad = max(0, sum(1 for _ in quarantine.open()) - 1) if quarantine.exists() else 0
+    # Reasons can span lines (SimpleITK's messages): count records, not lines.
+    bad = len(pd.read_csv(quarantine, dtype=str, keep_default_na=False)) if quarantine.exists() else 0
     for profile, group in manifest.groupby("profile", sort=True):
         written = int((group["status"] == "written").sum())
         print(

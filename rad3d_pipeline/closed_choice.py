@@ -27,8 +27,11 @@ _CUE = r"(?:answer|option|choice)(?:\s+is)?\s*[:\-]?\s*(?:\(?\s*)"
 
 
 def m3d_correct(output: str, answer_letter: str) -> bool:
-    """3D-RAD's rule: ``answer_letter + "."`` occurs in the generated text (case-sensitive substring)."""
-    return f"{answer_letter}." in output
+    """3D-RAD's rule: ``answer_letter + "."`` occurs in the generated text (case-sensitive substring).
+
+    Without an answer letter nothing is correct (``"."`` alone would match any sentence).
+    """
+    return bool(answer_letter) and f"{answer_letter}." in output
 
 
 def _letter_patterns(letters: str) -> list[re.Pattern[str]]:

@@ -98,12 +98,11 @@ def offline_verdict(question: str, reference: str, prediction: str, answer_lette
     return bool(words) and len(words) <= 8 and set(words) <= set(said.split()) and negated_ref == negated_said
 
 
-def majority(verdicts: Sequence[bool | None]) -> bool | None:
-    """Majority of the verdicts given (None = the judge gave none); a tie is incorrect; no verdict -> None."""
+def majority(verdicts: Sequence[bool | None]) -> bool:
+    """Majority of the verdicts given (None = the judge gave none); a tie is incorrect, and so is a row
+    no judge gave a verdict on (an unreachable endpoint must not raise the accuracy by dropping rows)."""
     given = [v for v in verdicts if v is not None]
-    if not given:
-        return None
-    return sum(given) * 2 > len(given)
+    return bool(given) and sum(given) * 2 > len(given)
 
 
 @dataclass

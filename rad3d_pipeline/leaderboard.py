@@ -70,13 +70,21 @@ def table4(metric_table: pd.DataFrame) -> pd.DataFrame:
 def subtask_table(metric_table: pd.DataFrame) -> pd.DataFrame:
     """Headline metric per task x subtask (rows) and model (columns), in percent."""
     frame = metric_table.copy()
-    frame["headline"] = np.where(frame["QuestionType"] == "Close", frame["accuracy"], frame["bertscore_f1"])
+    closed = frame["QuestionType"] == "Close"
+    has_bertscore = frame["bertscore_f1"].notna()
+    frame["headline"] = np.where(closed, frame["accuracy"], frame["bertscore_f1"])
     frame["headline"] = frame["headline"].where(frame["headline"].notna(), frame["rouge1"])
+    # Which metric each row holds: BERTScore when computed, else ROUGE-1 (RAD3D_BERTSCORE=0).
+    frame["metric"] = np.where(closed, "accuracy", np.where(has_bertscore, "BERTScore F1", "ROUGE-1"))
     keys = ["Task", "Subtask", "subtask_name", "model"]
-    pivot = frame.drop_duplicates(keys).set_index(keys)["headline"].astype(float).unstack("model")
+    frame = frame.drop_duplicates(keys)
+    pivot = frame.set_index(keys)["headline"].astype(float).unstack("model")
     pivot = pivot[[str(m) for m in dict.fromkeys(frame["model"])]]
     pivot.columns.name = None
-    return (pivot * 100).reset_index()
+    metric = frame.groupby(keys[:3])["metric"].agg(lambda values: " / ".join(sorted(set(values))))
+    out = (pivot * 100).reset_index()
+    out.insert(3, "metric", [metric[tuple(k)] for k in out[keys[:3]].itertuples(index=False)])
+    return out
 
 
 def row_correct(predictions: pd.DataFrame) -> pd.Series:
@@ -275,10 +283,10 @@ def write_leaderboard(
         if len(data.columns):
             save_png(f"bars_task{task}.png", grouped_bars(data, f"Task {task} {name} (macro over subtasks)", "%"))
         sub = subtasks[subtasks["Task"] == task]
-        models = [c for c in sub.columns if c not in {"Task", "Subtask", "subtask_name"}]
+        models = [c for c in sub.columns if c not in {"Task", "Subtask", "subtask_name", "metric"}]
         if len(sub) and models:
             data = sub.set_index("subtask_name")[models]
-            metric = "accuracy" if closed else "BERTScore F1"
+            metric = " / ".join(sorted(set(sub["metric"])))
             save_png(
                 f"bars_subtasks_task{task}.png", grouped_bars(data, f"Task {task} {name}: {metric} per subtask", "%")
             )

@@ -255,7 +255,11 @@ def as_3drad_frame(rows: pd.DataFrame, model: str) -> pd.DataFrame:
         frame[name] = pd.to_numeric(frame[name], errors="coerce").fillna(0).astype(int) if name in frame else 0
     if "subtask_name" not in frame.columns:
         frame["subtask_name"] = np.where(frame["Subtask"] == 0, "all", frame["Subtask"].astype(str))
-    letters = frame["AnswerChoice"].astype(str) if "AnswerChoice" in frame.columns else pd.Series("", index=frame.index)
+    letters = (
+        frame["AnswerChoice"].astype(str).str.strip().str.upper()
+        if "AnswerChoice" in frame.columns
+        else pd.Series("", index=frame.index)
+    )
     frame["AnswerChoice"] = letters.where(letters.isin(list(LETTERS)), "")
     if "QuestionType" not in frame.columns:
         frame["QuestionType"] = np.where(frame["AnswerChoice"] != "", "Close", "Open")

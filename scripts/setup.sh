@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Creates .venv/ and installs rad3d with its test tools. Idempotent: a second run is quick.
-# Usage: bash scripts/setup.sh [--system]   (--system also installs the Debian packages the tests use)
+# Usage: bash scripts/setup.sh [--system]
+#   Installs WordNet from Debian's packages where missing (METEOR, for the leaderboard); --system also
+#   installs the Debian packages the tests use. Needs root or sudo only when a package is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

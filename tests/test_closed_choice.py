@@ -25,6 +25,7 @@ from rad3d_pipeline.closed_choice import (
         ("b. no", "B", False),  # case-sensitive substring
         ("Answer: B.", "A", False),
         ("", "A", False),
+        ("I am not sure.", "", False),  # no answer letter: nothing is correct, not every sentence
     ],
 )
 def test_m3d_rule_is_letter_followed_by_period(output: str, letter: str, expected: bool) -> None:

@@ -107,3 +107,21 @@ def test_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "bad.jsonl: line 2" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["evaluate", "--predictions", str(bad), "--protocol", "spatial", "--metrics", "cider", "--out", "o.json"])
+
+
+def test_3drad_file_without_tasks_mixing_open_and_closed(tmp_path: Path) -> None:
+    """Rows with no task column are task 0; open and closed rows get one entry each, neither lost."""
+    jsonl = tmp_path / "mixed.jsonl"
+    jsonl.write_text(
+        '{"question": "What is the diameter?", "answer": "5 mm", "prediction": "5 mm"}\n'
+        '{"question": "Is there a nodule?", "answer": "Yes", "AnswerChoice": "A", "prediction": "A. Yes"}\n'
+    )
+    out = tmp_path / "mixed.json"
+    code = main(
+        ["evaluate", "--predictions", str(jsonl), "--protocol", "3drad", "--metrics", "bleu", "--out", str(out)]
+    )
+    assert code == 0
+    tasks = json.loads(out.read_text())["results"]["mixed.jsonl"]["tasks"]
+    assert set(tasks) == {"0-open", "0-close"}
+    assert tasks["0-open"]["macro"]["bleu"] == 1.0 and tasks["0-open"]["subtasks"]["all"]["bleu"] == 1.0
+    assert tasks["0-close"]["macro"]["accuracy"] == 1.0 and tasks["0-close"]["subtasks"]["all"]["accuracy"] == 1.0

@@ -93,3 +93,23 @@ def test_sample_build_ends_in_a_leaderboard(tmp_path: Path) -> None:
     assert (folder / "correctness_matrix.csv").is_file() and (folder / "answer_lengths.png").is_file()
     metrics = pd.concat(pd.read_parquet(p) for p in (out / "tables" / "metric_tables").glob("*.parquet"))
     assert set(metrics["model"]) == {"prior", "random"} and (metrics["protocol_version"] == "3drad-1").all()
+
+
+def test_subtask_table_names_the_metric_it_holds() -> None:
+    """Open subtasks fall back to ROUGE-1 when BERTScore was not computed, and say so."""
+    table = pd.DataFrame(
+        {
+            "Task": [3, 3, 4],
+            "Subtask": [1, 1, 1],
+            "subtask_name": ["Diameter", "Diameter", "Atelectasis"],
+            "model": ["prior", "random", "prior"],
+            "QuestionType": ["Open", "Open", "Close"],
+            "accuracy": [np.nan, np.nan, 0.5],
+            "bertscore_f1": [np.nan, np.nan, np.nan],
+            "rouge1": [0.25, 0.5, np.nan],
+        }
+    )
+    out = lb.subtask_table(table).set_index("subtask_name")
+    assert out.loc["Diameter", "metric"] == "ROUGE-1" and out.loc["Atelectasis", "metric"] == "accuracy"
+    assert out.loc["Diameter", "prior"] == 25.0 and out.loc["Diameter", "random"] == 50.0
+    assert out.loc["Atelectasis", "prior"] == 50.0

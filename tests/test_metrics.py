@@ -107,7 +107,7 @@ def test_verdict_parsing_and_majority() -> None:
     assert majority([True, True, False]) is True
     assert majority([True, False]) is False  # a tie is incorrect
     assert majority([True, None]) is True
-    assert majority([None, None]) is None
+    assert majority([None, None]) is False  # no verdict at all counts as incorrect
 
 
 def test_offline_judge() -> None:
@@ -207,3 +207,5 @@ def test_read_rows_keeps_every_row_and_names_bad_lines(tmp_path: Path) -> None:
         metrics.read_rows(csv)
     frame = metrics.as_3drad_frame(metrics.read_rows(path), model="x")
     assert set(frame["QuestionType"]) == {"Open"} and set(frame["Task"]) == {0} and set(frame["model"]) == {"x"}
+    letters = pd.DataFrame({"prediction": ["B.", "B.", "C."], "AnswerChoice": ["b", " B", "E"]})
+    assert metrics.as_3drad_frame(letters, model="x")["AnswerChoice"].tolist() == ["B", "B", ""]

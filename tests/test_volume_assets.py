@@ -98,6 +98,16 @@ def test_volumes_asset_quarantines_bad_files_and_skips_on_rerun(sample: Path, tm
     status = _manifest(out).set_index("VolumeName")["status"]
     assert status[good[0]] == "written" and (status.drop(good[0]) == "skipped").all()
 
+    # A corrected metadata row (here the intercept) rebuilds that volume only.
+    metadata_csv = layout.metadata_csv("valid")
+    rows = pd.read_csv(metadata_csv, dtype=str, keep_default_na=False)
+    rows.loc[rows["VolumeName"] == good[1], "RescaleIntercept"] = "-1000"
+    rows.to_csv(metadata_csv, index=False)
+    fourth = _materialize(defs)
+    assert fourth.success
+    status = _manifest(out).set_index("VolumeName")["status"]
+    assert status[good[1]] == "written" and (status.drop(good[1]) == "skipped").all()
+
 
 @pytest.mark.slow
 def test_cli_build_select_volumes_exits_0_with_quarantine(sample: Path, tmp_path: Path) -> None:

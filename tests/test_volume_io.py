@@ -52,6 +52,21 @@ def test_nibabel_and_simpleitk_reads_agree_in_axis_order(tmp_path: Path) -> None
     assert a.header_scaling is None
 
 
+def test_multi_member_gzip_is_read_whole(tmp_path: Path) -> None:
+    """A .nii.gz of several gzip members (bgzip, concatenated streams) reads like a single-member one."""
+    data = np.random.default_rng(2).integers(-1000, 1000, size=(6, 9, 11)).astype(np.int16)
+    single = tmp_path / "one.nii.gz"
+    write_nifti(single, data, (2.5, 0.7, 0.8))
+    raw = gzip.decompress(single.read_bytes())
+    multi = tmp_path / "multi.nii.gz"
+    multi.write_bytes(b"".join(gzip.compress(raw[i : i + 500]) for i in range(0, len(raw), 500)))
+    np.testing.assert_array_equal(read_volume(multi).data, data)
+    truncated = tmp_path / "cut.nii.gz"
+    truncated.write_bytes(multi.read_bytes()[:-30])
+    with pytest.raises(BadVolume, match="truncated"):
+        read_volume(truncated)
+
+
 def test_header_scaling_is_reported(tmp_path: Path) -> None:
     image = nib.Nifti1Image(np.ones((4, 4, 4), np.int16), np.eye(4))
     image.header.set_slope_inter(1.0, -1024.0)
@@ -228,6 +243,10 @@ def test_header_scaling_is_applied_once_by_either_reader(tmp_path: Path) -> None
     np.testing.assert_allclose(np.load(rows["m3d_sitk"]["path"]), ours, atol=1e-5)
     hu_only = _run(tmp_path, _job(write(tmp_path / "hu.nii.gz", hu, v2=True)))
     np.testing.assert_allclose(ours, np.load(hu_only.rows[0]["path"]), atol=1e-6)
+    # A profile that reads with SimpleITK alone still sees the header's scaling: no metadata rescale on top.
+    alone = VolumeJob("valid_1_a_1.nii.gz", str(path), "00", "valid", META, ("m3d_sitk",))
+    (row,) = process_volume(alone, profiles, RunOptions(str(tmp_path / "alone"), "v1")).rows
+    assert row["rescale_applied"] == "header"
 
 
 def load_profiles_from_text(tmp_path: Path, text: str) -> list[Profile]:

@@ -78,7 +78,21 @@ def _inflate(path: Path, blob: bytes) -> bytes:
     # The gzip trailer's ISIZE (size mod 2**32) sizes the output buffer: one allocation, no regrowth.
     size_hint = int.from_bytes(blob[-4:], "little") or len(blob) * 2
     try:
-        return bytes(inflate_lib.decompress(blob, 31, size_hint))
+        raw = bytes(inflate_lib.decompress(blob, 31, size_hint))
+        if len(raw) % 2**32 == int.from_bytes(blob[-4:], "little"):
+            return raw
+        # A multi-member gzip (bgzip, concatenated streams): one-shot decompress stops after the
+        # first member, whose size differs from the last member's ISIZE. Inflate member by member.
+        parts, rest = [], blob
+        while rest[:2] == b"\x1f\x8b":
+            member = inflate_lib.decompressobj(31)
+            parts.append(member.decompress(rest))
+            if not member.eof:
+                raise BadVolume("truncated gzip (the last member ends early)")
+            rest = member.unused_data
+        return b"".join(parts)
+    except BadVolume:
+        raise
     except Exception as exc:  # zlib.error, isal's IsalError: truncated or corrupt stream
         raise BadVolume(f"truncated or corrupt gzip ({type(exc).__name__}: {exc})") from exc
 
@@ -131,6 +145,22 @@ def read_nibabel(path: Path) -> RawVolume:
         data = data.astype(data.dtype.newbyteorder("="))
     scaling = _scaling(float(slope) if slope is not None else 1.0, float(inter) if inter is not None else 0.0)
     return RawVolume(data, (zooms[2], zooms[1], zooms[0]), scaling)
+
+
+def header_scaling(path: Path) -> tuple[float, float] | None:
+    """The NIfTI header's own ``scl_slope``/``scl_inter`` (a header-only read), None when it has none.
+
+    SimpleITK applies them while reading and does not say so: a profile that reads with SimpleITK
+    alone asks here, so that the metadata rescale never runs on top of the header's.
+    """
+    nib: Any = importlib.import_module("nibabel")
+    try:
+        # nibabel moves the header's scaling into the array proxy (the loaded header reads None).
+        proxy = nib.load(str(path)).dataobj
+        slope, inter = getattr(proxy, "slope", 1.0), getattr(proxy, "inter", 0.0)
+    except Exception as exc:
+        raise BadVolume(f"unusable NIfTI header ({type(exc).__name__}: {exc})") from exc
+    return _scaling(float(slope) if slope is not None else 1.0, float(inter) if inter is not None else 0.0)
 
 
 def read_sitk(path: Path) -> RawVolume:

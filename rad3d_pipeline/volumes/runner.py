@@ -32,7 +32,14 @@ import pandas as pd
 
 from rad3d_pipeline.ctrate import VOLUME_NAME_RE, CtrateLayout, Split
 from rad3d_pipeline.patients import shard_key
-from rad3d_pipeline.volumes.io import BadVolume, RawVolume, file_sha256, read_volume, save_npy_atomic
+from rad3d_pipeline.volumes.io import (
+    BadVolume,
+    RawVolume,
+    file_sha256,
+    header_scaling,
+    read_volume,
+    save_npy_atomic,
+)
 from rad3d_pipeline.volumes.memory import PeakMemory, release_free_memory
 from rad3d_pipeline.volumes.profiles import Profile
 from rad3d_pipeline.volumes.steps import StepContext, float32_bytes, volume_from_array
@@ -59,6 +66,7 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
     "peak_ratio",
     "rescale_applied",
     "ctrate_version",
+    "inputs_key",
     "device",
     "status",
 )
@@ -162,8 +170,15 @@ def metadata_lookup(metadata: pd.DataFrame) -> dict[str, ScanMetadata]:
     }
 
 
-def _previous_ok(row: dict[str, Any], size: int, mtime_ns: int, profile: Profile) -> bool:
-    if row.get("profile_version") != profile.version:
+def inputs_key(meta: ScanMetadata | None, version_setting: str) -> str:
+    """What besides the file and the profile decides an output: the metadata row and the version setting."""
+    if meta is None:
+        return f"no-metadata|{version_setting}"
+    return f"{meta.xy_spacing!r}|{meta.z_spacing!r}|{meta.slope!r}|{meta.intercept!r}|{version_setting}"
+
+
+def _previous_ok(row: dict[str, Any], size: int, mtime_ns: int, profile: Profile, key: str) -> bool:
+    if row.get("profile_version") != profile.version or row.get("inputs_key") != key:
         return False
     if int(row.get("source_size", -1)) != size or int(row.get("source_mtime_ns", -1)) != mtime_ns:
         return False
@@ -176,8 +191,13 @@ def plan_jobs(
     metadata: dict[str, ScanMetadata],
     profiles: list[Profile],
     previous: pd.DataFrame,
+    version_setting: str = "auto",
 ) -> tuple[list[VolumeJob], list[dict[str, Any]]]:
-    """The jobs to run and the manifest rows carried over unchanged (status ``skipped``)."""
+    """The jobs to run and the manifest rows carried over unchanged (status ``skipped``).
+
+    An output is kept only when its source file (size, mtime), profile version, metadata row
+    (spacing, slope, intercept) and dataset-version setting are all as recorded.
+    """
     prev: dict[tuple[str, str], dict[str, Any]] = {}
     if not previous.empty and {"VolumeName", "profile"} <= set(previous.columns):
         for record in previous.to_dict("records"):
@@ -187,10 +207,11 @@ def plan_jobs(
     kept: list[dict[str, Any]] = []
     for name, split, shard, path in volumes:
         stat = path.stat()
+        key = inputs_key(metadata.get(name), version_setting)
         todo = []
         for profile in profiles:
             before = prev.get((name, profile.name))
-            if before is not None and _previous_ok(before, stat.st_size, stat.st_mtime_ns, profile):
+            if before is not None and _previous_ok(before, stat.st_size, stat.st_mtime_ns, profile, key):
                 kept.append({**before, "shard": shard, "status": "skipped"})
             else:
                 todo.append(profile.name)
@@ -259,11 +280,13 @@ def process_volume(job: VolumeJob, profiles: dict[str, Profile], options: RunOpt
             result.quarantine.append(_quarantine(job, f"unreadable ({type(exc).__name__}: {exc})"))
             return result
         read_seconds = time.perf_counter() - began
-        first = raws.get("nibabel") or next(iter(raws.values()))  # nibabel sees the header's own scaling
-        rescale, version = decide_rescale(options.version, first.header_scaling, first.data, meta.slope, meta.intercept)
+        first = raws.get("nibabel") or next(iter(raws.values()))
+        # nibabel sees the header's own scaling; with SimpleITK alone it is read from the header.
+        scaling = first.header_scaling if "nibabel" in raws else header_scaling(path)
+        rescale, version = decide_rescale(options.version, scaling, first.data, meta.slope, meta.intercept)
         release_free_memory()  # the validation's temporaries: back to the OS before the big output buffer
         spacing = (meta.z_spacing, meta.xy_spacing, meta.xy_spacing)
-        ctx = StepContext(meta.slope, meta.intercept, rescale, first.header_scaling)
+        ctx = StepContext(meta.slope, meta.intercept, rescale, scaling)
         for profile in wanted:
             started = time.perf_counter()
             raw = raws[profile.reader]
@@ -298,6 +321,7 @@ def process_volume(job: VolumeJob, profiles: dict[str, Profile], options: RunOpt
                     "read_seconds": read_seconds,
                     "rescale_applied": rescale,
                     "ctrate_version": version,
+                    "inputs_key": inputs_key(meta, options.version),
                     "device": options.device,
                     "status": "written",
                 }
