@@ -13,6 +13,7 @@ it in its setup step); calling :func:`ensure_wordnet` again is cheap and idempot
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -157,8 +158,13 @@ def ensure_wordnet(nltk_data: Path | None = None, source: Path = SYSTEM_WORDNET)
             if entry.is_file():
                 shutil.copy2(entry, staging / entry.name)
         (staging / "lexnames").write_text(lexnames_text(), encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
+        # An incomplete old copy is renamed aside, never deleted in place: a process that is reading
+        # a copy keeps its open files, and the new copy appears in one rename.
+        if target.exists() and not _is_complete(target):
+            aside = target.with_name(f".wordnet-old-{os.getpid()}")
+            with contextlib.suppress(OSError):  # another process moved or replaced it first
+                target.rename(aside)
+            shutil.rmtree(aside, ignore_errors=True)
         try:
             staging.rename(target)
         except OSError:  # another process installed it at the same moment

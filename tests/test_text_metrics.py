@@ -71,6 +71,11 @@ def test_ensure_wordnet_is_idempotent(tmp_path: Path, monkeypatch: pytest.Monkey
     assert (target / "data.noun").stat().st_mtime_ns == stamp
     assert nltk.data.path[0] == str(root)
     assert os.environ["NLTK_DATA"].split(os.pathsep)[0] == str(root)
+    # An incomplete copy (an interrupted install) is replaced whole, and no stray folder is left.
+    (target / "data.verb").unlink()
+    ensure_wordnet(tmp_path / "nltk_data")
+    assert (target / "data.verb").is_file() and (target / "lexnames").read_text() == lexnames_text()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["wordnet"]
 
 
 def test_missing_wordnet_names_the_debian_packages(tmp_path: Path) -> None:
