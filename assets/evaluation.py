@@ -18,7 +18,7 @@ from dagster import (
 )
 
 from assets.metadata import table_metadata
-from assets.partitions import single_run, task_partitions
+from assets.partitions import GPU_OP_TAGS, GPU_POOL, single_run, task_partitions
 from assets.quality import png_markdown
 from rad3d_pipeline.judges import parse_judges
 from rad3d_pipeline.jury import OFFLINE_JUDGE, Jury
@@ -77,9 +77,8 @@ def _volume_paths(settings: Rad3dSettings, profile: str | None, volumes: list[st
     code_version="1",
     partitions_def=prediction_partitions,
     backfill_policy=single_run,
-    pool="gpu",
-    # On the distributed executor (dagster-celery) this step goes to the GPU workers' queue.
-    op_tags={"dagster-celery/queue": "gpu"},
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
     # Adapters with an input profile read <out>/volumes/<profile>/*.npy: every shard of `volumes`.
     deps=[AssetDep("volumes", partition_mapping=AllPartitionMapping())],
     description="Each model's answer to every benchmark question (the release's test split), per model x task; "

@@ -24,3 +24,8 @@ def split_open_key(key: str) -> tuple[str, str]:
 
 # Builds run whole partition ranges in one run (per-run overhead is about 0.6 s).
 single_run = BackfillPolicy.single_run()
+
+# GPU assets (volumes, predictions) take slots of pool `gpu`; on the distributed executor
+# (dagster-celery) their steps go to the queue the GPU workers listen on.
+GPU_POOL = "gpu"
+GPU_OP_TAGS = {"dagster-celery/queue": "gpu"}

@@ -23,7 +23,7 @@ from dagster import (
 )
 
 from assets.metadata import table_metadata
-from assets.partitions import shard_partitions, single_run
+from assets.partitions import GPU_OP_TAGS, GPU_POOL, shard_partitions, single_run
 from rad3d_pipeline.ctrate import CtrateInputError, read_metadata
 from rad3d_pipeline.volumes.runner import (
     QUARANTINE_COLUMNS,
@@ -65,9 +65,8 @@ def merge_quarantine(out: Path) -> Path:
     code_version="1",
     partitions_def=shard_partitions,
     backfill_policy=single_run,
-    pool="gpu",
-    # On the distributed executor (dagster-celery) this step goes to the GPU workers' queue.
-    op_tags={"dagster-celery/queue": "gpu"},
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
     deps=[AssetKey("ctrate_metadata")],
     check_specs=[
         AssetCheckSpec(

@@ -18,10 +18,11 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from dagster import AssetSelection, JobDefinition, define_asset_job
+from dagster import AssetSelection, define_asset_job
+
+from assets.volumes import GROUP as VOLUMES_GROUP
 
 CELERY_AVAILABLE = importlib.util.find_spec("dagster_celery") is not None
-GPU_GROUP = "volumes"
 RUN_TAGS = {"rad3d/queue": "gpu"}
 
 
@@ -34,42 +35,24 @@ def celery_executor_def() -> Any:
     )
 
 
-def celery_jobs(asset_groups: set[str] | None = None) -> list[Any]:
-    """The GPU jobs on the Celery executor; ``asset_groups`` (the code location's groups) gates the volumes job."""
+def celery_jobs() -> list[Any]:
+    """The GPU jobs on the Celery executor (none without dagster-celery)."""
     if not CELERY_AVAILABLE:
         return []
     executor = celery_executor_def()
-    jobs = []
-    if asset_groups is None or GPU_GROUP in asset_groups:
-        jobs.append(
-            define_asset_job(
-                "volumes_on_gpu_workers",
-                selection=AssetSelection.groups(GPU_GROUP),
-                executor_def=executor,
-                tags=RUN_TAGS,
-                description="Model-ready volumes (group volumes) for a shard range, each step on a Celery GPU worker.",
-            )
-        )
-    jobs.append(
+    return [
+        define_asset_job(
+            "volumes_on_gpu_workers",
+            selection=AssetSelection.groups(VOLUMES_GROUP),
+            executor_def=executor,
+            tags=RUN_TAGS,
+            description="Model-ready volumes (group volumes) for a shard range, each step on a Celery GPU worker.",
+        ),
         define_asset_job(
             "predictions_on_gpu_workers",
             selection=AssetSelection.assets("predictions"),
             executor_def=executor,
             tags=RUN_TAGS,
             description="Model predictions for a model x task range, each step on a Celery GPU worker.",
-        )
-    )
-    return jobs
-
-
-def predictions_on_gpu_workers() -> JobDefinition:
-    """The job, rebuilt by name (for ``reconstructable``: a Python API caller that sends steps to workers)."""
-    from rad3d.definitions import defs
-
-    return defs.get_job_def("predictions_on_gpu_workers")
-
-
-def volumes_on_gpu_workers() -> JobDefinition:
-    from rad3d.definitions import defs
-
-    return defs.get_job_def("volumes_on_gpu_workers")
+        ),
+    ]

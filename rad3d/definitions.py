@@ -68,7 +68,7 @@ def build_definitions(
     return Definitions(
         assets=[*load_assets_from_modules(list(ASSET_MODULES)), *operations.SOURCE_ASSETS],
         schedules=[operations.weekly_benchmark_rebuild],
-        jobs=celery_jobs({getattr(m, "GROUP", "") for m in ASSET_MODULES}),
+        jobs=celery_jobs(),
         sensors=[operations.ctrate_drop_sensor, operations.run_failure_record],
         asset_checks=load_asset_checks_from_modules(list(ASSET_MODULES)),
         resources={
