@@ -1,7 +1,6 @@
 """Evaluation: per-model predictions on the benchmark (model x task)."""
 
 import hashlib
-import os
 import time
 
 import pandas as pd
@@ -128,18 +127,10 @@ def predictions(
     return Output(out, metadata={**table_metadata(combined), "models": ", ".join(MODEL_NAMES)})
 
 
-def _setting(value: object, env: str, default: str) -> str:
-    return str(value) if value is not None else os.environ.get(env, default)
-
-
 def engine_options(settings: Rad3dSettings, llm: LlmResource) -> EngineOptions:
-    """Metric-engine options from the settings (or their environment variables)."""
-    bertscore: bool | BertScoreF1 = False
-    if _setting(settings.bertscore, "RAD3D_BERTSCORE", "1").lower() not in {"0", "false", "no", "off"}:
-        model = settings.bertscore_model or os.environ.get("RAD3D_BERTSCORE_MODEL") or None
-        bertscore = BertScoreF1(model_path=model)
-    names = _setting(settings.jury_judges, "RAD3D_JURY", "")
-    specs = parse_judges(names) if names.strip() else llm.judge_specs()
+    """Metric-engine options from the settings."""
+    bertscore: bool | BertScoreF1 = BertScoreF1(model_path=settings.bertscore_model) if settings.bertscore else False
+    specs = parse_judges(settings.jury_judges) if settings.jury_judges.strip() else llm.judge_specs()
     clients: dict[str, LlmClient | None] = {}
     for spec in specs:
         if spec.offline or spec.name == OFFLINE_JUDGE:
@@ -151,12 +142,11 @@ def engine_options(settings: Rad3dSettings, llm: LlmResource) -> EngineOptions:
     jury = Jury(clients)
     alignscore = None
     alignscore_label = ALIGNSCORE_UNSET
-    checkpoint = settings.alignscore_ckpt or os.environ.get("RAD3D_ALIGNSCORE_CKPT")
-    if checkpoint:
-        alignscore, alignscore_label = alignscore_scorer(checkpoint)
+    if settings.alignscore_ckpt:
+        alignscore, alignscore_label = alignscore_scorer(settings.alignscore_ckpt)
     return EngineOptions(
         bertscore=bertscore,
-        workers=int(_setting(settings.metric_workers, "RAD3D_METRIC_WORKERS", "1")),
+        workers=settings.metric_workers,
         jury=jury,
         jury_label=jury.label,
         alignscore=alignscore,

@@ -64,6 +64,11 @@ def build_definitions(
         splits=splits or os.environ.get("RAD3D_SPLIT", "all"),
         seed=seed if seed is not None else int(os.environ.get("RAD3D_SEED", "0")),
         n_shards=N_SHARDS,
+        bertscore=os.environ.get("RAD3D_BERTSCORE", "1").lower() not in {"0", "false", "no", "off"},
+        bertscore_model=os.environ.get("RAD3D_BERTSCORE_MODEL") or None,
+        jury_judges=os.environ.get("RAD3D_JURY", ""),
+        alignscore_ckpt=os.environ.get("RAD3D_ALIGNSCORE_CKPT") or None,
+        metric_workers=int(os.environ.get("RAD3D_METRIC_WORKERS", "1")),
     )
     return Definitions(
         assets=[*load_assets_from_modules(list(ASSET_MODULES)), *operations.SOURCE_ASSETS],

@@ -57,16 +57,16 @@ class Rad3dSettings(ConfigurableResource):
 
     consistency_sample: int = Field(default=600, description="Scoring consistency: QA pairs every judge scores.")
 
-    # Evaluation (metric_tables, leaderboard). Unset values fall back to the environment variable named.
-    bertscore: bool | None = Field(default=None, description="BERTScore F1 on open tasks (RAD3D_BERTSCORE, 1).")
+    # Evaluation (metric_tables, leaderboard); the composition root fills them from RAD3D_* variables.
+    bertscore: bool = Field(default=True, description="BERTScore F1 on open tasks (RAD3D_BERTSCORE).")
     bertscore_model: str | None = Field(
         default=None, description="Local roberta-large folder (RAD3D_BERTSCORE_MODEL); unset: all-MiniLM-L6-v2."
     )
-    jury_judges: str | None = Field(
-        default=None, description="LLM-jury judges, comma-separated (RAD3D_JURY); unset: the configured judges."
+    jury_judges: str = Field(
+        default="", description="LLM-jury judges, comma-separated (RAD3D_JURY); empty: the configured judges."
     )
     alignscore_ckpt: str | None = Field(default=None, description="AlignScore checkpoint (RAD3D_ALIGNSCORE_CKPT).")
-    metric_workers: int | None = Field(default=None, description="Text-metric processes (RAD3D_METRIC_WORKERS).")
+    metric_workers: int = Field(default=1, description="Text-metric processes (RAD3D_METRIC_WORKERS).")
 
     def split_tuple(self) -> tuple[Split, ...]:
         return parse_splits(self.splits)
