@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rad3d_pipeline.cpus import usable_cpus
+
 METRIC_CHOICES = ("bleu", "rouge", "meteor", "bertscore", "sbert")
 DEFAULT_METRICS = {"spatial": "bleu,rouge,meteor,sbert", "3drad": "bleu,rouge,meteor,bertscore"}
 # 3drad table columns -> JSON names (the companion benchmark's where they exist) and the --metrics choice they need.
@@ -188,7 +190,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         f"(default spatial: {DEFAULT_METRICS['spatial']}; 3drad: {DEFAULT_METRICS['3drad']})",
     )
     parser.add_argument("--out", required=True, help="where to write the JSON report")
-    parser.add_argument("--workers", type=int, default=1, help="processes for ROUGE/METEOR/BLEU (values unchanged)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=usable_cpus(),
+        help="processes for ROUGE/METEOR/BLEU, values unchanged (default: the usable CPUs, here %(default)s)",
+    )
     parser.add_argument(
         "--bertscore-model",
         default=None,

@@ -240,7 +240,7 @@ def read_rows(path: str | Path) -> pd.DataFrame:
     if "prediction" not in out.columns:
         raise ValueError(f"{path}: no 'prediction' column (columns: {', '.join(map(str, raw.columns))})")
     for name in ("Question", "Answer", "prediction"):
-        out[name] = [_text(v) for v in out[name]] if name in out.columns else ""
+        out[name] = [_text(v) for v in out[name].tolist()] if name in out.columns else ""
     return out.reset_index(drop=True)
 
 

@@ -33,23 +33,27 @@ from Debian's packages through :mod:`rad3d_pipeline.wordnet_setup`.
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import math
 import multiprocessing
 import os
 import re
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter, _count_elements  # type: ignore[attr-defined]
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from itertools import repeat
+from itertools import chain, repeat
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
 from rad3d_pipeline.embeddings import SentenceEmbedder, default_model_path
 from rad3d_pipeline.wordnet_setup import ensure_wordnet
+from rad3d_pipeline.wordnet_synonyms import WordNetSynonyms
 
 Protocol = Literal["spatial", "3drad"]
 
@@ -70,6 +74,48 @@ def _offline() -> None:
 
 
 # --------------------------------------------------------------------------- tokenisers & caches
+
+V = TypeVar("V")
+_MISSING: Any = object()
+
+
+def _per_text(fn: Callable[[str], V], maxsize: int = 1 << 17) -> Callable[[str], V]:
+    """``fn`` memoised per text in a plain dict, emptied when it holds ``maxsize`` texts.
+
+    ``functools.lru_cache`` links its entries in objects the cyclic garbage collector tracks;
+    tens of thousands of them make the collector's full passes (which also walk the large
+    WordNet index a METEOR process holds) cost a fifth of the scoring time. A dict of strings
+    to the untracked tuples and dicts kept here gives the collector nothing to walk.
+    """
+    cache: dict[str, V] = {}
+
+    def cached(text: str) -> V:
+        value = cache.get(text, _MISSING)
+        if value is _MISSING:
+            if len(cache) >= maxsize:
+                cache.clear()
+            value = cache[text] = fn(text)
+        return value  # type: ignore[no-any-return]
+
+    cached.cache_clear = cache.clear  # type: ignore[attr-defined]
+    return functools.wraps(fn)(cached)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector around a scoring loop (restored afterwards).
+
+    The loops allocate many short-lived counters and tuples but create no reference cycles,
+    so reference counting frees them all; the collector's passes would only rescan the
+    large, long-lived WordNet index a process holds (about a fifth of the scoring time).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class _CachedStemmer:
@@ -94,29 +140,93 @@ def _rouge_scorer(use_stemmer: bool) -> Any:
     return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=use_stemmer)
 
 
-@dataclass(frozen=True, slots=True)
-class _RougeText:
-    """One text as rouge-score sees it: tokens, 1- and 2-gram counts, and token bit masks for LCS."""
+# Per-text records are plain tuples of strings, ints and str-keyed dicts: objects the cyclic
+# garbage collector does not track (tuples and dicts of atomic values are untracked), so tens of
+# thousands of cached records cost it nothing. N-grams are keys of their tokens joined by a space
+# (no token of these tokenisers holds whitespace, so the key is unique).
 
-    tokens: tuple[str, ...]
-    unigrams: Counter[tuple[str, ...]]
-    bigrams: Counter[tuple[str, ...]]
-    masks: dict[str, int]
+# (tokens, unigram counts, bigram counts, unigram total, bigram total)
+_RougeText = tuple[tuple[str, ...], dict[str, int], dict[str, int], int, int]
 
 
-def _ngrams(tokens: tuple[str, ...], n: int) -> Counter[tuple[str, ...]]:
-    return Counter(tokens[i : i + n] for i in range(len(tokens) - n + 1))
+def _count(keys: Iterable[str]) -> dict[str, int]:
+    """A plain (untracked) dict of counts, counted in C as ``Counter`` counts."""
+    counts: dict[str, int] = {}
+    _count_elements(counts, keys)
+    return counts
+
+
+def _ngram_keys(tokens: Sequence[str], n: int) -> Iterator[str]:
+    """The ``n``-token windows of ``tokens``, each joined by a space."""
+    return map(" ".join, zip(*(tokens[k:] for k in range(n)), strict=False))
+
+
+def _ngram_keys_up_to_4(tokens: Sequence[str]) -> Iterator[str]:
+    """All 1- to 4-token windows of ``tokens`` (order by order), n-grams joined by a space."""
+    t1, t2, t3 = tokens[1:], tokens[2:], tokens[3:]
+    join = " ".join
+    return chain(
+        tokens,
+        map(join, zip(tokens, t1, strict=False)),
+        map(join, zip(tokens, t1, t2, strict=False)),
+        map(join, zip(tokens, t1, t2, t3, strict=False)),
+    )
+
+
+# rouge_score.tokenize's patterns
+_ROUGE_NON_ALPHANUM = re.compile(r"[^a-z0-9]+")
+_ROUGE_VALID_TOKEN = re.compile(r"^[a-z0-9]+$")
 
 
 @functools.lru_cache(maxsize=1 << 17)
-def _rouge_text(text: str, use_stemmer: bool) -> _RougeText:
-    from rouge_score import tokenize
+def _rouge_stem(token: str) -> str | None:
+    """rouge-score's fate of a token longer than 3 characters: its Porter stem, or None if that is dropped."""
+    stem = _shared_stemmer().stem(token)
+    return stem if _ROUGE_VALID_TOKEN.match(stem) else None
 
-    tokens = tuple(tokenize.tokenize(text, _shared_stemmer() if use_stemmer else None))
+
+def rouge_tokens(text: str, use_stemmer: bool) -> tuple[str, ...]:
+    """``rouge_score.tokenize.tokenize(text, PorterStemmer() if use_stemmer else None)``, same tokens.
+
+    After the substitution only ``[a-z0-9]`` runs remain, so rouge-score's final validity check
+    can only drop a stem; it is applied to stems alone (once per word, cached).
+    """
+    tokens = _ROUGE_NON_ALPHANUM.sub(" ", text.lower()).split()
+    if not use_stemmer:
+        return tuple(tokens)
+    for token in set(tokens).difference(_ROUGE_STEMMED):
+        # each new word once: its stem if longer than 3 characters, "" where rouge-score drops it
+        _ROUGE_STEMMED[token] = (_rouge_stem(token) or "") if len(token) > 3 else token
+    return tuple(filter(None, map(_ROUGE_STEMMED.__getitem__, tokens)))
+
+
+_ROUGE_STEMMED: dict[str, str] = {}  # rouge-score token -> stemmed token ("" when dropped); one entry per word
+
+
+def _make_rouge_text(tokens: tuple[str, ...]) -> _RougeText:
+    return tokens, _count(tokens), _count(_ngram_keys(tokens, 2)), len(tokens), max(len(tokens) - 1, 0)
+
+
+def _token_masks(tokens: Sequence[str]) -> dict[str, int]:
+    """Bit ``i`` set in ``masks[token]`` where ``tokens[i] == token`` (the LCS's reference side)."""
     masks: dict[str, int] = {}
     for i, token in enumerate(tokens):
         masks[token] = masks.get(token, 0) | (1 << i)
-    return _RougeText(tokens, _ngrams(tokens, 1), _ngrams(tokens, 2), masks)
+    return masks
+
+
+_ROUGE_TEXTS = {
+    stemmed: _per_text(lambda text, stemmed=stemmed: _make_rouge_text(rouge_tokens(text, stemmed)))  # type: ignore[misc]
+    for stemmed in (False, True)
+}
+_ROUGE_MASKS = {
+    stemmed: _per_text(lambda text, stemmed=stemmed: _token_masks(_ROUGE_TEXTS[stemmed](text)[0]))  # type: ignore[misc]
+    for stemmed in (False, True)
+}
+
+
+def _rouge_text(text: str, use_stemmer: bool) -> _RougeText:
+    return _ROUGE_TEXTS[use_stemmer](text)
 
 
 def _fmeasure(precision: float, recall: float) -> float:
@@ -126,20 +236,17 @@ def _fmeasure(precision: float, recall: float) -> float:
     return 0.0
 
 
-def _ngram_f(target: Counter[tuple[str, ...]], prediction: Counter[tuple[str, ...]]) -> float:
-    """rouge_score.rouge_scorer._score_ngrams(...).fmeasure."""
-    intersection = sum(min(count, prediction[ngram]) for ngram, count in target.items())
-    precision = intersection / max(prediction.total(), 1)
-    recall = intersection / max(target.total(), 1)
+def _ngram_f(target: dict[str, int], target_total: int, prediction: dict[str, int], prediction_total: int) -> float:
+    """rouge_score.rouge_scorer._score_ngrams(...).fmeasure (totals: the counts' sums)."""
+    intersection = sum(min(target[ngram], prediction[ngram]) for ngram in target.keys() & prediction.keys())
+    precision = intersection / max(prediction_total, 1)
+    recall = intersection / max(target_total, 1)
     return _fmeasure(precision, recall)
 
 
 def lcs_length(target: Sequence[str], prediction: Sequence[str]) -> int:
     """Length of the longest common subsequence (bit-parallel, Crochemore et al. 2001)."""
-    masks: dict[str, int] = {}
-    for i, token in enumerate(target):
-        masks[token] = masks.get(token, 0) | (1 << i)
-    return _lcs_masks(masks, len(target), prediction)
+    return _lcs_masks(_token_masks(target), len(target), prediction)
 
 
 def _lcs_masks(masks: dict[str, int], n: int, prediction: Sequence[str]) -> int:
@@ -157,14 +264,18 @@ def rouge_f(reference: str, prediction: str, use_stemmer: bool = True) -> tuple[
     Tokenisation and n-gram counts are memoised per text; the LCS length comes from a
     bit-parallel algorithm (same integer as rouge-score's table, so the same floats).
     """
-    target = _rouge_text(reference, use_stemmer)
-    pred = _rouge_text(prediction, use_stemmer)
-    if target.tokens and pred.tokens:
-        lcs = _lcs_masks(target.masks, len(target.tokens), pred.tokens)
-        rouge_l = _fmeasure(lcs / len(pred.tokens), lcs / len(target.tokens))
+    t_tokens, t_unigrams, t_bigrams, t_total1, t_total2 = _rouge_text(reference, use_stemmer)
+    p_tokens, p_unigrams, p_bigrams, p_total1, p_total2 = _rouge_text(prediction, use_stemmer)
+    if t_tokens and p_tokens:
+        lcs = _lcs_masks(_ROUGE_MASKS[use_stemmer](reference), len(t_tokens), p_tokens)
+        rouge_l = _fmeasure(lcs / len(p_tokens), lcs / len(t_tokens))
     else:
         rouge_l = 0.0
-    return _ngram_f(target.unigrams, pred.unigrams), _ngram_f(target.bigrams, pred.bigrams), rouge_l
+    return (
+        _ngram_f(t_unigrams, t_total1, p_unigrams, p_total1),
+        _ngram_f(t_bigrams, t_total2, p_bigrams, p_total2),
+        rouge_l,
+    )
 
 
 @functools.cache
@@ -177,43 +288,82 @@ def _wordnet() -> Any:
 
 
 @functools.cache
+def _wordnet_synonyms() -> WordNetSynonyms:
+    return WordNetSynonyms(_wordnet())
+
+
 def _synonyms(word: str) -> frozenset[str]:
     """What NLTK's METEOR matches a hypothesis word against: its single-word WordNet lemma names and itself."""
-    names = {lemma.name() for synset in _wordnet().synsets(word) for lemma in synset.lemmas()}
-    return frozenset(name for name in names if "_" not in name) | {word}
+    return _wordnet_synonyms().lookup(word)
 
 
-def _match(
-    hyp: list[tuple[int, str]], ref: list[tuple[int, str]], synonyms: bool = False
-) -> tuple[list[tuple[int, int]], list[tuple[int, str]], list[tuple[int, str]]]:
-    """One METEOR alignment stage, exactly as NLTK's ``_match_enums`` / ``_enum_wordnetsyn_match``.
+Alignment = list[tuple[int, int]]  # (hypothesis position, reference position) of matched words
 
-    Hypothesis words are taken from last to first; each is matched to the latest still
-    unmatched reference word that equals it (or, with ``synonyms``, any of its synonyms).
+
+def _match_equal(
+    matches: Alignment, hyp_at: list[int], hyp: Sequence[str], ref_at: list[int], ref: Sequence[str]
+) -> tuple[list[int], Sequence[str], list[int], Sequence[str]]:
+    """METEOR's exact and stem stages (NLTK's ``_match_enums``): align equal words, return the leftovers.
+
+    NLTK takes hypothesis words from last to first and gives each the latest still unmatched
+    equal reference word. Words only ever meet their equals, so per word that pairs its
+    occurrences from the end: the k-th last in the hypothesis with the k-th last in the reference.
+    ``hyp_at``/``ref_at`` hold each word's position in the original token lists.
     """
-    positions: dict[str, list[int]] = {}
-    for j, (_, word) in enumerate(ref):
-        positions.setdefault(word, []).append(j)
-    matches: list[tuple[int, int]] = []
+    common = set(hyp).intersection(ref)
+    if not common:
+        return hyp_at, hyp, ref_at, ref
+    hyp_positions: dict[str, list[int]] = {}
+    for k, word in enumerate(hyp):
+        if word in common:
+            hyp_positions.setdefault(word, []).append(k)
+    ref_positions: dict[str, list[int]] = {}
+    for k, word in enumerate(ref):
+        if word in common:
+            ref_positions.setdefault(word, []).append(k)
     used_hyp: set[int] = set()
     used_ref: set[int] = set()
-    for i in range(len(hyp) - 1, -1, -1):
-        word = hyp[i][1]
-        best_j, best_word = -1, None
-        for candidate in _synonyms(word) if synonyms else (word,):
-            found = positions.get(candidate)
-            if found and found[-1] > best_j:
-                best_j, best_word = found[-1], candidate
-        if best_word is not None:
-            positions[best_word].pop()
-            used_hyp.add(i)
-            used_ref.add(best_j)
-            matches.append((hyp[i][0], ref[best_j][0]))
+    for word, positions in hyp_positions.items():
+        for a, b in zip(reversed(positions), reversed(ref_positions[word]), strict=False):
+            matches.append((hyp_at[a], ref_at[b]))
+            used_hyp.add(a)
+            used_ref.add(b)
+    keep_hyp = [k for k in range(len(hyp)) if k not in used_hyp]
+    keep_ref = [k for k in range(len(ref)) if k not in used_ref]
     return (
-        matches,
-        [pair for i, pair in enumerate(hyp) if i not in used_hyp],
-        [pair for j, pair in enumerate(ref) if j not in used_ref],
+        [hyp_at[k] for k in keep_hyp],
+        [hyp[k] for k in keep_hyp],
+        [ref_at[k] for k in keep_ref],
+        [ref[k] for k in keep_ref],
     )
+
+
+def _match_synonyms(
+    matches: Alignment, hyp_at: list[int], hyp: Sequence[str], ref_at: list[int], ref: Sequence[str]
+) -> None:
+    """METEOR's WordNet stage (NLTK's ``_enum_wordnetsyn_match``) on the stem stage's leftovers.
+
+    Hypothesis words from last to first; each takes the latest still unmatched reference word
+    among its synonyms (distinct words hold distinct positions, so the maximum over the few
+    reference words is the one NLTK's backward scan finds first).
+    """
+    ref_words = set(ref)
+    positions: dict[str, list[int]] | None = None
+    for i in range(len(hyp) - 1, -1, -1):
+        names = _synonyms(hyp[i])
+        if names.isdisjoint(ref_words):  # ref_words only shrinks, so this never skips a match
+            continue
+        if positions is None:
+            positions = {}
+            for j, word in enumerate(ref):
+                positions.setdefault(word, []).append(j)
+        best_j, best_word = -1, ""
+        for candidate, found in positions.items():
+            if found and found[-1] > best_j and candidate in names:
+                best_j, best_word = found[-1], candidate
+        if best_j >= 0:
+            positions[best_word].pop()
+            matches.append((hyp_at[i], ref_at[best_j]))
 
 
 def meteor(
@@ -223,19 +373,29 @@ def meteor(
 
     Same alignment and arithmetic as ``nltk.translate.meteor_score`` (including NLTK's
     behaviour of looking synonyms up for the stemmed leftovers of the stem stage); stems and
-    synonym sets are cached per word.
+    synonym sets are cached per word, and a stage with nothing to align is skipped.
     """
-    stem = _shared_stemmer().stem
-    hyp = [(i, w.lower()) for i, w in enumerate(hypothesis)]
-    ref = [(j, w.lower()) for j, w in enumerate(reference)]
+    return _meteor_lowercase([w.lower() for w in reference], [w.lower() for w in hypothesis], alpha, beta, gamma)
+
+
+def _meteor_lowercase(
+    ref: Sequence[str], hyp: Sequence[str], alpha: float = 0.9, beta: float = 3.0, gamma: float = 0.5
+) -> float:
+    """:func:`meteor` of tokens already lowercased."""
     translation_length, reference_length = len(hyp), len(ref)
-    exact, hyp, ref = _match(hyp, ref)
-    stemmed, hyp, ref = _match([(i, stem(w)) for i, w in hyp], [(j, stem(w)) for j, w in ref])
-    synonym, _, _ = _match(hyp, ref, synonyms=True)
-    matches = sorted(exact + stemmed + synonym, key=lambda pair: pair[0])
-    count = len(matches)
-    if not translation_length or not reference_length or not count:
+    if not translation_length or not reference_length:
         return 0.0
+    matches: Alignment = []
+    hyp_at, hyp, ref_at, ref = _match_equal(matches, list(range(len(hyp))), hyp, list(range(len(ref))), ref)
+    if hyp and ref:
+        stem = _shared_stemmer().stem
+        hyp_at, hyp, ref_at, ref = _match_equal(matches, hyp_at, list(map(stem, hyp)), ref_at, list(map(stem, ref)))
+        if hyp and ref:
+            _match_synonyms(matches, hyp_at, hyp, ref_at, ref)
+    count = len(matches)
+    if not count:
+        return 0.0
+    matches.sort()
     precision = float(count) / translation_length
     recall = float(count) / reference_length
     fmean = (precision * recall) / (alpha * precision + (1 - alpha) * recall)
@@ -286,7 +446,7 @@ def _word_tokenize_uncached(text: str) -> list[str]:
     return list(word_tokenize(text, preserve_line=True))
 
 
-_word_tokenize_cached = functools.lru_cache(maxsize=1 << 16)(_word_tokenize_uncached)
+_word_tokenize_cached = _per_text(lambda text: tuple(_word_tokenize_uncached(text)))
 
 
 def word_tokenize(text: str) -> list[str]:
@@ -299,16 +459,54 @@ def word_tokenize(text: str) -> list[str]:
     return list(_word_tokenize_cached(text))
 
 
-_TOKENIZER_13A: Any = None
+@functools.cache
+def _regexp_tokenizer_steps() -> tuple[dict[int, str], list[tuple[re.Pattern[str], str]]]:
+    """sacreBLEU's ``TokenizerRegexp`` rules: the first (pad every symbol and space) as a translation table.
+
+    The first rule matches single ASCII characters (space included) and pads each with spaces;
+    run as ``re.sub`` its replacement template is expanded in Python for every match, about
+    once per word. ``str.translate`` does the same in C. The other rules are sacreBLEU's own.
+    """
+    from sacrebleu.tokenizers.tokenizer_re import TokenizerRegexp
+
+    (first, first_repl), *rest = TokenizerRegexp()._re  # type: ignore[no-untyped-call]
+    if first_repl != r" \1 ":
+        raise RuntimeError(f"unexpected sacreBLEU TokenizerRegexp rule {first.pattern!r} -> {first_repl!r}")
+    table = {code: f" {chr(code)} " for code in range(128) if first.fullmatch(chr(code))}
+    return table, rest
 
 
+@_per_text
 def _tokenize_13a(text: str) -> str:
-    global _TOKENIZER_13A
-    if _TOKENIZER_13A is None:
-        from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+    """sacreBLEU's ``Tokenizer13a()(text)``: mteval-v13a tokens joined by single spaces."""
+    text = text.replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
+    if "&" in text:
+        text = text.replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
+    table, _ = _regexp_tokenizer_steps()
+    words = f" {text} ".translate(table).split()
+    # The remaining rules look at two neighbouring characters, one of them "." "," or "-", and
+    # whitespace acts in them as any other non-digit; so each whitespace-separated word can be
+    # split on its own (between spaces), and once per distinct word.
+    known = _13A_WORDS.get
+    return " ".join([known(word) or _13a_word(word) for word in words])
 
-        _TOKENIZER_13A = Tokenizer13a()  # type: ignore[no-untyped-call]
-    return str(_TOKENIZER_13A(text))
+
+_13A_WORDS: dict[str, str] = {}  # word -> its tokens joined by spaces
+
+
+def _13a_word(word: str) -> str:
+    """sacreBLEU's ``TokenizerRegexp`` rules after the first applied to one word (remembered)."""
+    tokens = word
+    if "." in word or "," in word or "-" in word:  # the rules need one of these
+        _, rules = _regexp_tokenizer_steps()
+        line = f" {word} "
+        for pattern, replacement in rules:
+            line = pattern.sub(replacement, line)
+        tokens = " ".join(line.split())
+    if len(_13A_WORDS) >= 1 << 17:
+        _13A_WORDS.clear()
+    _13A_WORDS[word] = tokens
+    return tokens
 
 
 def tokenize_13a(text: str) -> list[str]:
@@ -378,27 +576,27 @@ def hf_bleu(prediction: str, reference: str, max_order: int = 1) -> float:
 SACREBLEU_MAX_ORDER = 4
 
 
-@functools.lru_cache(maxsize=1 << 17)
-def _sacrebleu_ngrams(text: str) -> tuple[Counter[tuple[str, ...]], int]:
-    """sacreBLEU's n-gram counts (orders 1-4) and length of a segment: 13a tokens of ``text.rstrip()``."""
-    from sacrebleu.metrics.helpers import extract_all_word_ngrams
+# (n-gram counts of orders 1-4, the number of n-grams per order, the number of tokens)
+_BleuText = tuple[dict[str, int], tuple[int, ...], int]
 
-    ngrams, length = extract_all_word_ngrams(_tokenize_13a(text.rstrip()), 1, SACREBLEU_MAX_ORDER)
-    return ngrams, int(length)
+
+@_per_text
+def _bleu_text(text: str) -> _BleuText:
+    """sacreBLEU's ``extract_all_word_ngrams`` (orders 1-4) of the 13a tokens of ``text.rstrip()``, and totals."""
+    tokens = _tokenize_13a(text.rstrip()).split()
+    orders = range(1, SACREBLEU_MAX_ORDER + 1)
+    ngrams = _count(_ngram_keys_up_to_4(tokens))
+    return ngrams, tuple(max(len(tokens) - n + 1, 0) for n in orders), len(tokens)
 
 
 def _sacrebleu_segment_stats(prediction: str, reference: str) -> list[int]:
     """sacreBLEU's ``BLEU._compute_segment_statistics`` for one reference: [hyp_len, ref_len, correct.., total..]."""
-    hyp_ngrams, hyp_len = _sacrebleu_ngrams(prediction)
-    ref_ngrams, ref_len = _sacrebleu_ngrams(reference)
+    hyp_ngrams, hyp_totals, hyp_length = _bleu_text(prediction)
+    ref_ngrams, _, ref_length = _bleu_text(reference)
     correct = [0] * SACREBLEU_MAX_ORDER
-    total = [0] * SACREBLEU_MAX_ORDER
-    for ngram, count in hyp_ngrams.items():
-        n = len(ngram) - 1
-        total[n] += count
-        if ngram in ref_ngrams:
-            correct[n] += min(count, ref_ngrams[ngram])
-    return [hyp_len, ref_len, *correct, *total]
+    for ngram in hyp_ngrams.keys() & ref_ngrams.keys():
+        correct[ngram.count(" ")] += min(hyp_ngrams[ngram], ref_ngrams[ngram])
+    return [hyp_length, ref_length, *correct, *hyp_totals]
 
 
 def corpus_bleu(predictions: Sequence[str], references: Sequence[str], cache: bool = True) -> float:
@@ -415,9 +613,17 @@ def corpus_bleu(predictions: Sequence[str], references: Sequence[str], cache: bo
     if not cache or not predictions:
         return float(sacrebleu.corpus_bleu(list(predictions), [list(references)]).score)
     totals = [0] * (2 + 2 * SACREBLEU_MAX_ORDER)
-    for (prediction, reference), weight in Counter(zip(predictions, references, strict=True)).items():
-        for k, value in enumerate(_sacrebleu_segment_stats(prediction, reference)):
-            totals[k] += weight * value
+    with _gc_paused():
+        for (prediction, reference), weight in Counter(zip(predictions, references, strict=True)).items():
+            for k, value in enumerate(_sacrebleu_segment_stats(prediction, reference)):
+                totals[k] += weight * value
+    return _bleu_from_statistics(totals)
+
+
+def _bleu_from_statistics(totals: list[int]) -> float:
+    """sacreBLEU's corpus score (exp smoothing, orders 1-4) from summed segment statistics."""
+    import sacrebleu
+
     k = SACREBLEU_MAX_ORDER
     score = sacrebleu.BLEU.compute_bleu(
         correct=totals[2 : 2 + k],
@@ -441,7 +647,14 @@ def _spatial_pair(prediction: str, reference: str, cache: bool) -> tuple[float, 
     else:
         scores = _rouge_scorer(True).score(reference, prediction)
         rouge = (scores["rouge1"].fmeasure, scores["rouge2"].fmeasure, scores["rougeL"].fmeasure)
+    if cache:
+        _wordnet()
+        return (*rouge, _meteor_lowercase(_lowercase_words(reference), _lowercase_words(prediction)))
     return (*(float(v) for v in rouge), _meteor(reference.split(), prediction.split(), cache))
+
+
+# METEOR's whitespace tokens of a text, lowercased (as NLTK lowercases them)
+_lowercase_words = _per_text(lambda text: text.lower().split())
 
 
 def _3drad_pair(prediction: str, reference: str, cache: bool) -> tuple[float, ...]:
@@ -454,15 +667,22 @@ def _3drad_pair(prediction: str, reference: str, cache: bool) -> tuple[float, ..
     return (hf_bleu(prediction, reference, max_order=1), float(rouge1), _meteor(ref_tokens, pred_tokens, cache))
 
 
+def _spatial_pair_with_bleu(prediction: str, reference: str, cache: bool) -> tuple[float, ...]:
+    """:func:`_spatial_pair` and then sacreBLEU's segment statistics of the pair (cached path only)."""
+    return (*_spatial_pair(prediction, reference, cache), *_sacrebleu_segment_stats(prediction, reference))
+
+
 _PAIR_SCORERS: dict[str, Callable[[str, str, bool], tuple[float, ...]]] = {
     "spatial": _spatial_pair,
     "3drad": _3drad_pair,
+    "spatial+bleu": _spatial_pair_with_bleu,  # internal: spatial_metrics's one pass over the pairs
 }
 
 
 def _score_pairs(protocol: str, pairs: Sequence[Pair], cache: bool) -> list[tuple[float, ...]]:
     scorer = _PAIR_SCORERS[protocol]
-    return [scorer(p, r, cache) for p, r in pairs]
+    with _gc_paused():
+        return [scorer(p, r, cache) for p, r in pairs]
 
 
 def _init_worker(nltk_data: str) -> None:
@@ -473,6 +693,40 @@ def _init_worker(nltk_data: str) -> None:
         # its own handles instead.
         reader = _wordnet()
         reader._data_file_map = {}
+
+
+_WORKER_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _worker_pool(workers: int) -> ProcessPoolExecutor:
+    """The process's pool of ``workers`` scoring processes, started once and kept.
+
+    Kept across calls, the workers keep their per-text caches (tokens, stems, synonyms), so the
+    answers several models' files share are processed once per worker, not once per file.
+    WordNet is loaded in the parent first, so forked workers inherit it; they only run
+    NLTK/rouge-score code, never torch, so forking a process that has loaded torch is safe here.
+    Platforms without fork spawn workers that load WordNet themselves.
+    """
+    pool = _WORKER_POOLS.get(workers)
+    if pool is None:
+        nltk_root = ensure_wordnet()
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        if method == "fork":
+            _wordnet()
+        pool = ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context(method),
+            initializer=_init_worker,
+            initargs=(str(nltk_root),),
+        )
+        _WORKER_POOLS[workers] = pool
+    return pool
+
+
+def _discard_worker_pool(workers: int) -> None:
+    pool = _WORKER_POOLS.pop(workers, None)
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _chunks(items: Sequence[Pair], n: int) -> list[Sequence[Pair]]:
@@ -488,25 +742,25 @@ def score_pairs(
     With ``cache`` identical pairs are scored once. ``workers > 1`` spreads the distinct
     pairs over a process pool (fork where available); results do not depend on either setting.
     """
-    if protocol not in _PAIR_SCORERS:
-        raise ValueError(f"unknown protocol {protocol!r}; expected one of {sorted(_PAIR_SCORERS)}")
+    if protocol not in ("spatial", "3drad"):
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of ['3drad', 'spatial']")
+    return _score_all(protocol, pairs, workers=workers, cache=cache)
+
+
+def _score_all(scorer: str, pairs: Sequence[Pair], *, workers: int, cache: bool) -> list[tuple[float, ...]]:
+    """:func:`score_pairs` with any key of ``_PAIR_SCORERS``."""
+    protocol = scorer
     todo: Sequence[Pair] = list(dict.fromkeys(pairs)) if cache else list(pairs)
     min_parallel = 64
     if workers > 1 and len(todo) >= min_parallel:
-        nltk_root = ensure_wordnet()
-        # Load WordNet (about 7 s) and the scorers in the parent first: forked workers inherit them.
-        # The workers only run NLTK/rouge-score code, never torch, so forking a process that has
-        # loaded torch is safe here. Platforms without fork spawn workers that load WordNet themselves.
-        methods = multiprocessing.get_all_start_methods()
-        method = "fork" if "fork" in methods else "spawn"
-        if method == "fork":
-            _wordnet()
-        context = multiprocessing.get_context(method)
         chunks = _chunks(todo, workers * 4)
-        with ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_init_worker, initargs=(str(nltk_root),)
-        ) as ex:
-            results = [s for chunk in ex.map(_score_pairs, repeat(protocol), chunks, repeat(cache)) for s in chunk]
+        try:
+            pool = _worker_pool(workers)
+            results = [s for chunk in pool.map(_score_pairs, repeat(protocol), chunks, repeat(cache)) for s in chunk]
+        except BrokenProcessPool:  # a worker died (e.g. killed): start a fresh pool once
+            _discard_worker_pool(workers)
+            pool = _worker_pool(workers)
+            results = [s for chunk in pool.map(_score_pairs, repeat(protocol), chunks, repeat(cache)) for s in chunk]
     else:
         results = _score_pairs(protocol, todo, cache)
     if not cache:
@@ -567,8 +821,16 @@ def spatial_metrics(
         if sbert:
             result["sbert_cosine"] = 0.0
         return result
-    result["bleu"] = corpus_bleu(preds, refs, cache=cache)
-    rows = score_pairs("spatial", list(zip(preds, refs, strict=True)), workers=workers, cache=cache)
+    pairs = list(zip(preds, refs, strict=True))
+    if cache:
+        # one pass over the distinct pairs (spread over the workers) gives ROUGE, METEOR and the
+        # BLEU segment statistics, which are summed over the rows into sacreBLEU's corpus score
+        rows = _score_all("spatial+bleu", pairs, workers=workers, cache=True)
+        statistics = [sum(column) for column in zip(*(row[4:] for row in rows), strict=True)]
+        result["bleu"] = _bleu_from_statistics([int(value) for value in statistics])
+    else:
+        result["bleu"] = corpus_bleu(preds, refs, cache=False)
+        rows = score_pairs("spatial", pairs, workers=workers, cache=False)
     for i, name in enumerate(("rouge1_f", "rouge2_f", "rougeL_f", "meteor")):
         result[name] = _mean(row[i] for row in rows)
     if sbert:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,76 @@ def test_meteor_by_hand_and_against_nltk() -> None:
         assert tm.meteor(ref, hyp) == meteor_score([ref], hyp)
 
 
+def _random_texts(alphabet: str, count: int, max_length: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, max_length))) for _ in range(count)]
+
+
+def _random_sentences(words: list[str], count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(0, 9))) for _ in range(count)]
+
+
+# words with WordNet synonyms of each other, inflections, repeats and punctuation
+MATCH_WORDS_TEXT = (
+    "the a lung lungs left right ill sick big large great nodule nodules is are was seen present lesion "
+    "lesions enlarged enlarge normal no yes , . running ran runs car automobile auto Left LUNG"
+)
+MATCH_WORDS = MATCH_WORDS_TEXT.split(" ")
+
+
+def test_meteor_equals_nltk_on_random_pairs() -> None:
+    """Exact, stem and synonym stages with repeated words: every value equals NLTK's, bit for bit."""
+    from nltk.translate.meteor_score import meteor_score
+
+    ensure_wordnet()
+    sentences = _random_sentences(MATCH_WORDS, 3000, seed=3)
+    for ref, hyp in zip(sentences[::2], sentences[1::2], strict=True):
+        assert tm.meteor(ref.split(), hyp.split()) == meteor_score([ref.split()], hyp.split()), (ref, hyp)
+
+
+def test_wordnet_synonyms_equal_nltk_synsets() -> None:
+    """The data-file reader gives NLTK's lemma names for base forms, inflections and non-words."""
+    wordnet = tm._wordnet()
+    names = sorted(wordnet.all_lemma_names())
+    words = names[::97] + [n + "s" for n in names[::401]] + [n + "ed" for n in names[::401]]
+    words += ["went", "better", "lesions", "Paris", "galore", "", "12mm", "(a)", "ill", "large"]
+    for word in words:
+        expected = {lemma.name() for synset in wordnet.synsets(word) for lemma in synset.lemmas()}
+        assert tm._synonyms(word) == frozenset(n for n in expected if "_" not in n) | {word}, word
+
+
+def test_13a_tokenizer_equals_sacrebleu(fixture_rows: list[tuple[str, str]]) -> None:
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    reference = Tokenizer13a()
+    texts = [text for row in fixture_rows for text in row]
+    texts += ["&quot;x&amp;y&lt;z&gt;", "<skipped>a-\nb\nc", "3.5-4.2 cm, i.e. 1,000", "e.g.,x.y", "-1-2", ""]
+    texts += _random_texts("ab1.,-&;qut<>\n \t\"'(){}[]~`^_|\\/:?@!#$%*+=09é—\xa0\u3000", 4000, 40, seed=1)
+    for alphabet in ("a1.,- ", "1.,-\t\xa0(", "x1.,-&;/ "):
+        texts += _random_texts(alphabet, 4000, 14, seed=2)
+    for text in texts:
+        assert tm._tokenize_13a(text) == reference(text), repr(text)
+
+
+def test_rouge_tokens_equal_rouge_score(fixture_rows: list[tuple[str, str]]) -> None:
+    from nltk.stem import porter
+    from rouge_score import tokenize
+
+    stemmer = porter.PorterStemmer()
+    texts = [text for row in fixture_rows for text in row] + _random_sentences(MATCH_WORDS, 500, seed=4)
+    texts += [*_random_texts("ab1 -.İé\t", 2000, 20, seed=5), "The LESIONS were seen, 3.5cm!", "", " ies "]
+    for text in texts:
+        assert list(tm.rouge_tokens(text, True)) == tokenize.tokenize(text, stemmer), repr(text)
+        assert list(tm.rouge_tokens(text, False)) == tokenize.tokenize(text, None), repr(text)
+
+
+def test_spatial_scores_equal_the_libraries_on_random_pairs() -> None:
+    sentences = _random_sentences(MATCH_WORDS, 2000, seed=6)
+    preds, refs = sentences[::2], [s or "x" for s in sentences[1::2]]
+    assert tm.spatial_metrics(preds, refs, sbert=False) == tm.spatial_metrics(preds, refs, sbert=False, cache=False)
+
+
 def test_word_tokenize() -> None:
     assert tm.word_tokenize("No pleural effusion.") == ["No", "pleural", "effusion", "."]
     assert "word_tokenize" in tm.meteor_tokenizer_label()
@@ -289,7 +360,24 @@ def test_bertscore_model_setting_must_exist(tmp_path: Path) -> None:
 def test_forked_workers_read_wordnet_safely(fixture_rows: list[tuple[str, str]]) -> None:
     """Forked workers must not share the parent's WordNet file offsets (they read garbage synsets)."""
     tm._wordnet().synsets("lung")  # the parent has WordNet's data files open
-    tm._synonyms.cache_clear()  # the workers look every word up themselves
+    tm._wordnet_synonyms.cache_clear()  # the workers look every word up themselves
+    tm._discard_worker_pool(2)  # a fresh pool, forked now
     pooled = tm.score_pairs("spatial", fixture_rows, workers=2)
-    tm._synonyms.cache_clear()
+    tm._wordnet_synonyms.cache_clear()
     assert pooled == tm.score_pairs("spatial", fixture_rows, workers=1)
+    plain = tm.score_pairs("spatial", fixture_rows, workers=2, cache=False)  # NLTK's own reader in the workers
+    assert plain == pooled
+
+
+def test_worker_pool_is_kept_and_replaced_when_broken(fixture_rows: list[tuple[str, str]]) -> None:
+    pairs = fixture_rows[:200]
+    expected = tm.score_pairs("spatial", pairs, workers=1)
+    assert tm.score_pairs("spatial", pairs, workers=2) == expected
+    pool = tm._worker_pool(2)
+    assert tm.score_pairs("spatial", pairs, workers=2) == expected
+    assert tm._worker_pool(2) is pool  # kept across calls, with the workers' caches
+    for process in list(pool._processes.values()):  # a worker killed from outside breaks the pool
+        process.kill()
+        process.join()
+    assert tm.score_pairs("spatial", pairs, workers=2) == expected
+    assert tm._worker_pool(2) is not pool

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rad3d_pipeline.cpus import usable_cpus
 from rad3d_pipeline.ctrate import VOLUME_NAME_RE, CtrateLayout, Split
 from rad3d_pipeline.patients import shard_key
 from rad3d_pipeline.volumes.io import (
@@ -369,7 +370,7 @@ def run_jobs(
                 progress(i, len(jobs), result)
             yield result
         return
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, usable_cpus() // workers)
     with ProcessPoolExecutor(
         max_workers=workers,
         mp_context=get_context("spawn"),
