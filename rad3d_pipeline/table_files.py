@@ -22,6 +22,13 @@ def read_table_file(
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:  # the whole file in one parse; on any problem the line-by-line parse below names the line
+        parsed = json.loads(f"[{','.join(lines)}]")
+        if all(isinstance(record, dict) for record in parsed) and len(parsed) == len(lines):
+            return pd.DataFrame.from_records(parsed)
+    except json.JSONDecodeError:
+        pass
     records = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():

@@ -264,10 +264,19 @@ def rouge_f(reference: str, prediction: str, use_stemmer: bool = True) -> tuple[
     Tokenisation and n-gram counts are memoised per text; the LCS length comes from a
     bit-parallel algorithm (same integer as rouge-score's table, so the same floats).
     """
-    t_tokens, t_unigrams, t_bigrams, t_total1, t_total2 = _rouge_text(reference, use_stemmer)
-    p_tokens, p_unigrams, p_bigrams, p_total1, p_total2 = _rouge_text(prediction, use_stemmer)
+    return _rouge_scores(
+        _rouge_text(reference, use_stemmer), _rouge_text(prediction, use_stemmer), _ROUGE_MASKS[use_stemmer], reference
+    )
+
+
+def _rouge_scores(
+    target: _RougeText, prediction: _RougeText, masks: Callable[[str], dict[str, int]], reference: str
+) -> tuple[float, float, float]:
+    """(rouge1, rouge2, rougeL) of two records; ``masks(reference)`` gives the target's LCS bit masks."""
+    t_tokens, t_unigrams, t_bigrams, t_total1, t_total2 = target
+    p_tokens, p_unigrams, p_bigrams, p_total1, p_total2 = prediction
     if t_tokens and p_tokens:
-        lcs = _lcs_masks(_ROUGE_MASKS[use_stemmer](reference), len(t_tokens), p_tokens)
+        lcs = _lcs_masks(masks(reference), len(t_tokens), p_tokens)
         rouge_l = _fmeasure(lcs / len(p_tokens), lcs / len(t_tokens))
     else:
         rouge_l = 0.0
@@ -348,9 +357,12 @@ def _match_synonyms(
     reference words is the one NLTK's backward scan finds first).
     """
     ref_words = set(ref)
+    synonym_sets = list(map(_wordnet_synonyms().lookup, hyp))
+    if ref_words.isdisjoint(chain.from_iterable(synonym_sets)):  # the usual case: nothing to align
+        return
     positions: dict[str, list[int]] | None = None
     for i in range(len(hyp) - 1, -1, -1):
-        names = _synonyms(hyp[i])
+        names = synonym_sets[i]
         if names.isdisjoint(ref_words):  # ref_words only shrinks, so this never skips a match
             continue
         if positions is None:
@@ -580,8 +592,7 @@ SACREBLEU_MAX_ORDER = 4
 _BleuText = tuple[dict[str, int], tuple[int, ...], int]
 
 
-@_per_text
-def _bleu_text(text: str) -> _BleuText:
+def _make_bleu_text(text: str) -> _BleuText:
     """sacreBLEU's ``extract_all_word_ngrams`` (orders 1-4) of the 13a tokens of ``text.rstrip()``, and totals."""
     tokens = _tokenize_13a(text.rstrip()).split()
     orders = range(1, SACREBLEU_MAX_ORDER + 1)
@@ -589,10 +600,17 @@ def _bleu_text(text: str) -> _BleuText:
     return ngrams, tuple(max(len(tokens) - n + 1, 0) for n in orders), len(tokens)
 
 
+_bleu_text = _per_text(_make_bleu_text)
+
+
 def _sacrebleu_segment_stats(prediction: str, reference: str) -> list[int]:
     """sacreBLEU's ``BLEU._compute_segment_statistics`` for one reference: [hyp_len, ref_len, correct.., total..]."""
-    hyp_ngrams, hyp_totals, hyp_length = _bleu_text(prediction)
-    ref_ngrams, _, ref_length = _bleu_text(reference)
+    return _segment_stats(_bleu_text(prediction), _bleu_text(reference))
+
+
+def _segment_stats(hyp: _BleuText, ref: _BleuText) -> list[int]:
+    hyp_ngrams, hyp_totals, hyp_length = hyp
+    ref_ngrams, _, ref_length = ref
     correct = [0] * SACREBLEU_MAX_ORDER
     for ngram in hyp_ngrams.keys() & ref_ngrams.keys():
         correct[ngram.count(" ")] += min(hyp_ngrams[ngram], ref_ngrams[ngram])
@@ -667,9 +685,27 @@ def _3drad_pair(prediction: str, reference: str, cache: bool) -> tuple[float, ..
     return (hf_bleu(prediction, reference, max_order=1), float(rouge1), _meteor(ref_tokens, pred_tokens, cache))
 
 
+# One text as the spatial protocol reads it: its sacreBLEU record, its rouge-score record (Porter
+# stems) and METEOR's lowercase whitespace tokens, made once per distinct text.
+_SpatialText = tuple[_BleuText, _RougeText, list[str]]
+_spatial_text = _per_text(
+    lambda text: (_make_bleu_text(text), _make_rouge_text(rouge_tokens(text, True)), text.lower().split())
+)
+_spatial_masks = _per_text(lambda text: _token_masks(_spatial_text(text)[1][0]))
+
+
 def _spatial_pair_with_bleu(prediction: str, reference: str, cache: bool) -> tuple[float, ...]:
-    """:func:`_spatial_pair` and then sacreBLEU's segment statistics of the pair (cached path only)."""
-    return (*_spatial_pair(prediction, reference, cache), *_sacrebleu_segment_stats(prediction, reference))
+    """:func:`_spatial_pair` and then sacreBLEU's segment statistics of the pair, from one record per text."""
+    if not cache:
+        return (*_spatial_pair(prediction, reference, cache), *_sacrebleu_segment_stats(prediction, reference))
+    _wordnet()
+    hyp_bleu, hyp_rouge, hyp_words = _spatial_text(prediction)
+    ref_bleu, ref_rouge, ref_words = _spatial_text(reference)
+    return (
+        *_rouge_scores(ref_rouge, hyp_rouge, _spatial_masks, reference),
+        _meteor_lowercase(ref_words, hyp_words),
+        *_segment_stats(hyp_bleu, ref_bleu),
+    )
 
 
 _PAIR_SCORERS: dict[str, Callable[[str, str, bool], tuple[float, ...]]] = {
@@ -693,6 +729,10 @@ def _init_worker(nltk_data: str) -> None:
         # its own handles instead.
         reader = _wordnet()
         reader._data_file_map = {}
+    # Everything a forked worker inherits (WordNet's index above all) lives as long as the worker:
+    # moved out of the collector's sight, a full collection no longer walks half a million objects.
+    # The worker process runs nothing but these scorers, so nothing else is affected.
+    gc.freeze()
 
 
 _WORKER_POOLS: dict[int, ProcessPoolExecutor] = {}
@@ -753,7 +793,7 @@ def _score_all(scorer: str, pairs: Sequence[Pair], *, workers: int, cache: bool)
     todo: Sequence[Pair] = list(dict.fromkeys(pairs)) if cache else list(pairs)
     min_parallel = 64
     if workers > 1 and len(todo) >= min_parallel:
-        chunks = _chunks(todo, workers * 4)
+        chunks = _chunks(todo, workers * 16)
         try:
             pool = _worker_pool(workers)
             results = [s for chunk in pool.map(_score_pairs, repeat(protocol), chunks, repeat(cache)) for s in chunk]

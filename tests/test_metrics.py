@@ -201,6 +201,12 @@ def test_read_rows_keeps_every_row_and_names_bad_lines(tmp_path: Path) -> None:
     bad.write_text(line + "{oops\n")
     with pytest.raises(ValueError, match=r"bad\.jsonl: line 2"):
         metrics.read_rows(bad)
+    # lines the one-parse fast path would accept as a whole file must still fail on their own
+    two_objects_on_one_line = line + line.strip() + "," + line
+    for text, reason in ((two_objects_on_one_line, "line 2: not JSON"), (line + "[1, 2]\n", "line 2: expected")):
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=rf"bad\.jsonl: {reason}"):
+            metrics.read_rows(bad)
     csv = tmp_path / "p.csv"
     csv.write_text("question,answer\nQ,A\n")
     with pytest.raises(ValueError, match="no 'prediction' column"):
