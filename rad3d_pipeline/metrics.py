@@ -27,7 +27,7 @@ import pandas as pd
 
 from rad3d_pipeline import text_metrics as tm
 from rad3d_pipeline.closed_choice import LETTERS, m3d_correct, parsed_correct
-from rad3d_pipeline.table_files import read_table_file
+from rad3d_pipeline.table_files import read_jsonl_records, read_table_file
 
 # Bump a protocol's version whenever any value it produces could change.
 PROTOCOL_VERSIONS: dict[str, str] = {"3drad": "3drad-1", "spatial": "spatial-1"}
@@ -244,6 +244,23 @@ def read_rows(path: str | Path) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def read_prediction_pairs(path: str | Path) -> tuple[list[str], list[str]]:
+    """(predictions, answers) of a predictions file: :func:`read_rows`'s two columns, JSONL read without pandas."""
+    path = Path(path)
+    if path.suffix != ".jsonl" or not path.is_file():
+        rows = read_rows(path)
+        return rows["prediction"].tolist(), rows["Answer"].tolist()
+    records = read_jsonl_records(path)
+    keys = set().union(*records)
+    columns = {}
+    for name in ("prediction", "Answer"):
+        found = next((a for a in _ALIASES[name] if a in keys), None)
+        if found is None and name == "prediction":
+            raise ValueError(f"{path}: no 'prediction' column (columns: {', '.join(sorted(keys))})")
+        columns[name] = [_text(record.get(found)) for record in records] if found else [""] * len(records)
+    return columns["prediction"], columns["Answer"]
+
+
 def as_3drad_frame(rows: pd.DataFrame, model: str) -> pd.DataFrame:
     """Fill in what the 3D-RAD protocol needs: a missing task/subtask becomes 0 ("all"), a missing
     question type is Close where an answer letter is given, else Open."""
@@ -276,10 +293,10 @@ def spatial_file_metrics(
     embedder: tm.SentenceEmbedder | None = None,
 ) -> dict[str, float]:
     """CT-SpatialVQA's metrics of one predictions file (JSONL/CSV/Parquet with ``answer`` and ``prediction``)."""
-    rows = read_rows(path)
+    predictions, answers = read_prediction_pairs(path)
     result = tm.spatial_metrics(
-        rows["prediction"].tolist(),
-        rows["Answer"].tolist(),
+        predictions,
+        answers,
         lowercase=lowercase,
         sbert="sbert" in metrics,
         embedder=embedder,

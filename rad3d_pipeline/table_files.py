@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -22,15 +23,21 @@ def read_table_file(
         return pd.read_csv(path, dtype=str, keep_default_na=False)
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return pd.DataFrame.from_records(read_jsonl_records(path, error))
+
+
+def read_jsonl_records(path: Path, error: type[ValueError] = ValueError) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file, one a line, blank lines skipped; ``error`` names the file and line."""
+    text = path.read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines() if line.strip()]
     try:  # the whole file in one parse; on any problem the line-by-line parse below names the line
         parsed = json.loads(f"[{','.join(lines)}]")
-        if all(isinstance(record, dict) for record in parsed) and len(parsed) == len(lines):
-            return pd.DataFrame.from_records(parsed)
+        if len(parsed) == len(lines) and all(isinstance(record, dict) for record in parsed):
+            return parsed  # type: ignore[no-any-return]
     except json.JSONDecodeError:
         pass
     records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -40,4 +47,4 @@ def read_table_file(
         if not isinstance(record, dict):
             raise error(f"{path}: line {number}: expected a JSON object")
         records.append(record)
-    return pd.DataFrame.from_records(records)
+    return records

@@ -45,7 +45,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -77,6 +77,24 @@ def _offline() -> None:
 
 V = TypeVar("V")
 _MISSING: Any = object()
+_PER_TEXT_CACHES: list[dict[str, Any]] = []
+
+
+def clear_caches() -> None:
+    """Forget every memoised text, word, stem and synonym set, and stop the worker pools.
+
+    Values never depend on the caches; this gives their memory back and lets a benchmark time
+    a cold run again in the same process.
+    """
+    for cache in _PER_TEXT_CACHES:
+        cache.clear()
+    _13A_WORDS.clear()
+    _ROUGE_STEMMED.clear()
+    _rouge_stem.cache_clear()
+    _shared_stemmer.cache_clear()
+    _wordnet_synonyms.cache_clear()
+    for workers in list(_WORKER_POOLS):
+        _discard_worker_pool(workers, wait=True)
 
 
 def _per_text(fn: Callable[[str], V], maxsize: int = 1 << 17) -> Callable[[str], V]:
@@ -88,6 +106,7 @@ def _per_text(fn: Callable[[str], V], maxsize: int = 1 << 17) -> Callable[[str],
     to the untracked tuples and dicts kept here gives the collector nothing to walk.
     """
     cache: dict[str, V] = {}
+    _PER_TEXT_CACHES.append(cache)
 
     def cached(text: str) -> V:
         value = cache.get(text, _MISSING)
@@ -322,28 +341,24 @@ def _match_equal(
     common = set(hyp).intersection(ref)
     if not common:
         return hyp_at, hyp, ref_at, ref
-    hyp_positions: dict[str, list[int]] = {}
-    for k, word in enumerate(hyp):
-        if word in common:
-            hyp_positions.setdefault(word, []).append(k)
-    ref_positions: dict[str, list[int]] = {}
-    for k, word in enumerate(ref):
-        if word in common:
-            ref_positions.setdefault(word, []).append(k)
-    used_hyp: set[int] = set()
-    used_ref: set[int] = set()
-    for word, positions in hyp_positions.items():
-        for a, b in zip(reversed(positions), reversed(ref_positions[word]), strict=False):
-            matches.append((hyp_at[a], ref_at[b]))
-            used_hyp.add(a)
-            used_ref.add(b)
-    keep_hyp = [k for k in range(len(hyp)) if k not in used_hyp]
-    keep_ref = [k for k in range(len(ref)) if k not in used_ref]
+    keep_hyp = [True] * len(hyp)
+    keep_ref = [True] * len(ref)
+    for word in common:
+        if hyp.count(word) == 1 and ref.count(word) == 1:  # the usual case, found in C
+            i, j = hyp.index(word), ref.index(word)
+            matches.append((hyp_at[i], ref_at[j]))
+            keep_hyp[i] = keep_ref[j] = False
+            continue
+        hyp_positions = [k for k, w in enumerate(hyp) if w == word]
+        ref_positions = [k for k, w in enumerate(ref) if w == word]
+        for i, j in zip(reversed(hyp_positions), reversed(ref_positions), strict=False):
+            matches.append((hyp_at[i], ref_at[j]))
+            keep_hyp[i] = keep_ref[j] = False
     return (
-        [hyp_at[k] for k in keep_hyp],
-        [hyp[k] for k in keep_hyp],
-        [ref_at[k] for k in keep_ref],
-        [ref[k] for k in keep_ref],
+        list(compress(hyp_at, keep_hyp)),
+        list(compress(hyp, keep_hyp)),
+        list(compress(ref_at, keep_ref)),
+        list(compress(ref, keep_ref)),
     )
 
 
@@ -488,8 +503,7 @@ def _regexp_tokenizer_steps() -> tuple[dict[int, str], list[tuple[re.Pattern[str
     return table, rest
 
 
-@_per_text
-def _tokenize_13a(text: str) -> str:
+def _tokenize_13a_uncached(text: str) -> str:
     """sacreBLEU's ``Tokenizer13a()(text)``: mteval-v13a tokens joined by single spaces."""
     text = text.replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
     if "&" in text:
@@ -503,6 +517,7 @@ def _tokenize_13a(text: str) -> str:
     return " ".join([known(word) or _13a_word(word) for word in words])
 
 
+_tokenize_13a = _per_text(_tokenize_13a_uncached)
 _13A_WORDS: dict[str, str] = {}  # word -> its tokens joined by spaces
 
 
@@ -594,7 +609,7 @@ _BleuText = tuple[dict[str, int], tuple[int, ...], int]
 
 def _make_bleu_text(text: str) -> _BleuText:
     """sacreBLEU's ``extract_all_word_ngrams`` (orders 1-4) of the 13a tokens of ``text.rstrip()``, and totals."""
-    tokens = _tokenize_13a(text.rstrip()).split()
+    tokens = _tokenize_13a_uncached(text.rstrip()).split()  # the record is what is cached
     orders = range(1, SACREBLEU_MAX_ORDER + 1)
     ngrams = _count(_ngram_keys_up_to_4(tokens))
     return ngrams, tuple(max(len(tokens) - n + 1, 0) for n in orders), len(tokens)
@@ -763,10 +778,10 @@ def _worker_pool(workers: int) -> ProcessPoolExecutor:
     return pool
 
 
-def _discard_worker_pool(workers: int) -> None:
+def _discard_worker_pool(workers: int, wait: bool = False) -> None:
     pool = _WORKER_POOLS.pop(workers, None)
     if pool is not None:
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=wait, cancel_futures=True)
 
 
 def _chunks(items: Sequence[Pair], n: int) -> list[Sequence[Pair]]:
@@ -865,14 +880,15 @@ def spatial_metrics(
     if cache:
         # one pass over the distinct pairs (spread over the workers) gives ROUGE, METEOR and the
         # BLEU segment statistics, which are summed over the rows into sacreBLEU's corpus score
-        rows = _score_all("spatial+bleu", pairs, workers=workers, cache=True)
-        statistics = [sum(column) for column in zip(*(row[4:] for row in rows), strict=True)]
-        result["bleu"] = _bleu_from_statistics([int(value) for value in statistics])
+        table = np.array(_score_all("spatial+bleu", pairs, workers=workers, cache=True), dtype=np.float64)
+        # integer counts, summed exactly in float64 (far below 2**53)
+        result["bleu"] = _bleu_from_statistics([int(total) for total in table[:, 4:].sum(axis=0)])
     else:
         result["bleu"] = corpus_bleu(preds, refs, cache=False)
-        rows = score_pairs("spatial", pairs, workers=workers, cache=False)
+        table = np.array(score_pairs("spatial", pairs, workers=workers, cache=False), dtype=np.float64)
     for i, name in enumerate(("rouge1_f", "rouge2_f", "rougeL_f", "meteor")):
-        result[name] = _mean(row[i] for row in rows)
+        # numpy.mean of a contiguous float64 column: the benchmark's own summation order
+        result[name] = float(np.mean(np.ascontiguousarray(table[:, i])))
     if sbert:
         embedder = embedder or SentenceEmbedder(cache=cache)
         # float32 mean of float32 cosines, as the benchmark's numpy/torch code computes it

@@ -197,6 +197,13 @@ def test_read_rows_keeps_every_row_and_names_bad_lines(tmp_path: Path) -> None:
     rows = metrics.read_rows(path)
     assert len(rows) == 4 and rows["prediction"].tolist() == ["P", "P", "P", ""]
     assert rows["Answer"].tolist() == ["A", "A", "A", ""]
+    assert metrics.read_prediction_pairs(path) == (rows["prediction"].tolist(), rows["Answer"].tolist())
+    aliased = tmp_path / "aliased.jsonl"
+    aliased.write_text('{"output": "P", "ground_truth": "A"}\n{"output": null}\n')
+    assert metrics.read_prediction_pairs(aliased) == (["P", ""], ["A", ""])
+    aliased.write_text('{"answer": "A"}\n')
+    with pytest.raises(ValueError, match="no 'prediction' column"):
+        metrics.read_prediction_pairs(aliased)
     bad = tmp_path / "bad.jsonl"
     bad.write_text(line + "{oops\n")
     with pytest.raises(ValueError, match=r"bad\.jsonl: line 2"):
