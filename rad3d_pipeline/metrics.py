@@ -30,7 +30,8 @@ from rad3d_pipeline.closed_choice import LETTERS, m3d_correct, parsed_correct
 from rad3d_pipeline.table_files import read_jsonl_records, read_table_file
 
 # Bump a protocol's version whenever any value it produces could change.
-PROTOCOL_VERSIONS: dict[str, str] = {"3drad": "3drad-1", "spatial": "spatial-1"}
+# -2: numbers in JSONL text fields are read as written (3, not pandas' 3.0)
+PROTOCOL_VERSIONS: dict[str, str] = {"3drad": "3drad-2", "spatial": "spatial-2"}
 GROUP_KEYS = ("model", "Task", "Subtask", "subtask_name", "QuestionType")
 OPEN_METRICS = ("bleu", "rouge1", "meteor", "bertscore_f1")
 CLOSED_METRICS = ("accuracy", "parsed_accuracy")
@@ -231,16 +232,24 @@ def read_rows(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: predictions file not found")
-    raw = read_table_file(path)
+    records = read_jsonl_records(path) if path.suffix == ".jsonl" else None
+    raw = pd.DataFrame.from_records(records) if records is not None else read_table_file(path)
     out = pd.DataFrame(index=raw.index)
+    sources: dict[str, str] = {}
     for name, aliases in _ALIASES.items():
         found = next((a for a in aliases if a in raw.columns), None)
         if found is not None:
             out[name] = raw[found]
+            sources[name] = found
     if "prediction" not in out.columns:
         raise ValueError(f"{path}: no 'prediction' column (columns: {', '.join(map(str, raw.columns))})")
     for name in ("Question", "Answer", "prediction"):
-        out[name] = [_text(v) for v in out[name].tolist()] if name in out.columns else ""
+        if name not in sources:
+            out[name] = ""
+        elif records is not None:  # the values as written (pandas would turn 3 into 3.0 next to a null)
+            out[name] = [_text(record.get(sources[name])) for record in records]
+        else:
+            out[name] = [_text(v) for v in out[name].tolist()]
     return out.reset_index(drop=True)
 
 

@@ -81,7 +81,7 @@ def _offline() -> None:
 
 V = TypeVar("V")
 _MISSING: Any = object()
-_PER_TEXT_CACHES: list[dict[str, Any]] = []
+_PER_TEXT_CACHES: list[Callable[[], None]] = []
 
 
 def clear_caches() -> None:
@@ -90,8 +90,8 @@ def clear_caches() -> None:
     Values never depend on the caches; this gives their memory back and lets a benchmark time
     a cold run again in the same process.
     """
-    for cache in _PER_TEXT_CACHES:
-        cache.clear()
+    for clear in _PER_TEXT_CACHES:
+        clear()
     _13A_WORDS.clear()
     _ROUGE_STEMMED.clear()
     _rouge_stem.cache_clear()
@@ -101,26 +101,36 @@ def clear_caches() -> None:
         _discard_worker_pool(workers, wait=True)
 
 
-def _per_text(fn: Callable[[str], V], maxsize: int = 1 << 17) -> Callable[[str], V]:
-    """``fn`` memoised per text in a plain dict, emptied when it holds ``maxsize`` texts.
+def _per_text(fn: Callable[[str], V], maxsize: int = 1 << 16, max_chars: int = 4_000_000) -> Callable[[str], V]:
+    """``fn`` memoised per text in a plain dict, emptied when it holds ``maxsize`` texts or ``max_chars`` characters.
 
     ``functools.lru_cache`` links its entries in objects the cyclic garbage collector tracks;
     tens of thousands of them make the collector's full passes (which also walk the large
     WordNet index a METEOR process holds) cost a fifth of the scoring time. A dict of strings
     to the untracked tuples and dicts kept here gives the collector nothing to walk.
+    A spatial record takes about 100 bytes per character of its text (n-grams of orders 1-4),
+    so a full cache holds about 0.4 GB per process (each worker has its own);
+    :func:`clear_caches` gives it back.
     """
     cache: dict[str, V] = {}
-    _PER_TEXT_CACHES.append(cache)
+    chars = [0]
+
+    def clear() -> None:
+        cache.clear()
+        chars[0] = 0
+
+    _PER_TEXT_CACHES.append(clear)
 
     def cached(text: str) -> V:
         value = cache.get(text, _MISSING)
         if value is _MISSING:
-            if len(cache) >= maxsize:
-                cache.clear()
+            if len(cache) >= maxsize or chars[0] >= max_chars:
+                clear()
             value = cache[text] = fn(text)
+            chars[0] += len(text)
         return value  # type: ignore[no-any-return]
 
-    cached.cache_clear = cache.clear  # type: ignore[attr-defined]
+    cached.cache_clear = clear  # type: ignore[attr-defined]
     return functools.wraps(fn)(cached)
 
 
@@ -147,7 +157,7 @@ class _CachedStemmer:
     def __init__(self) -> None:
         from nltk.stem.porter import PorterStemmer
 
-        self.stem: Callable[[str], str] = functools.lru_cache(maxsize=None)(PorterStemmer().stem)
+        self.stem: Callable[[str], str] = functools.lru_cache(maxsize=1 << 17)(PorterStemmer().stem)
 
 
 @functools.cache
@@ -217,6 +227,8 @@ def rouge_tokens(text: str, use_stemmer: bool) -> tuple[str, ...]:
     tokens = _ROUGE_NON_ALPHANUM.sub(" ", text.lower()).split()
     if not use_stemmer:
         return tuple(tokens)
+    if len(_ROUGE_STEMMED) >= 1 << 17:
+        _ROUGE_STEMMED.clear()
     for token in set(tokens).difference(_ROUGE_STEMMED):
         # each new word once: its stem if longer than 3 characters, "" where rouge-score drops it
         _ROUGE_STEMMED[token] = (_rouge_stem(token) or "") if len(token) > 3 else token
@@ -490,30 +502,51 @@ def word_tokenize(text: str) -> list[str]:
     return list(_word_tokenize_cached(text))
 
 
+# sacreBLEU's TokenizerRegexp rules (sacrebleu 2.x), which the split below is built on
+_13A_RULES = (
+    (r"([\{-\~\[-\` -\&\(-\+\:-\@\/])", r" \1 "),
+    (r"([^0-9])([\.,])", r"\1 \2 "),
+    (r"([\.,])([^0-9])", r" \1 \2"),
+    (r"([0-9])(-)", r"\1 \2 "),
+)
+
+
 @functools.cache
-def _regexp_tokenizer_steps() -> tuple[dict[int, str], list[tuple[re.Pattern[str], str]]]:
+def _regexp_tokenizer_steps() -> tuple[dict[int, str], list[tuple[re.Pattern[str], str]]] | None:
     """sacreBLEU's ``TokenizerRegexp`` rules: the first (pad every symbol and space) as a translation table.
 
     The first rule matches single ASCII characters (space included) and pads each with spaces;
     run as ``re.sub`` its replacement template is expanded in Python for every match, about
-    once per word. ``str.translate`` does the same in C. The other rules are sacreBLEU's own.
+    once per word. ``str.translate`` does the same in C. The other rules look at two
+    neighbouring characters, one of them "." "," or "-". None if the installed sacreBLEU has
+    other rules: then its own tokenizer is used.
     """
     from sacrebleu.tokenizers.tokenizer_re import TokenizerRegexp
 
-    (first, first_repl), *rest = TokenizerRegexp()._re  # type: ignore[no-untyped-call]
-    if first_repl != r" \1 ":
-        raise RuntimeError(f"unexpected sacreBLEU TokenizerRegexp rule {first.pattern!r} -> {first_repl!r}")
+    rules = TokenizerRegexp()._re  # type: ignore[no-untyped-call]
+    if tuple((pattern.pattern, replacement) for pattern, replacement in rules) != _13A_RULES:
+        return None
+    (first, _), *rest = rules
     table = {code: f" {chr(code)} " for code in range(128) if first.fullmatch(chr(code))}
     return table, rest
 
 
+@functools.cache
+def _sacrebleu_13a() -> Any:
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    return Tokenizer13a()  # type: ignore[no-untyped-call]
+
+
 def _tokenize_13a_uncached(text: str) -> str:
     """sacreBLEU's ``Tokenizer13a()(text)``: mteval-v13a tokens joined by single spaces."""
+    steps = _regexp_tokenizer_steps()
+    if steps is None:
+        return str(_sacrebleu_13a()(text))
     text = text.replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
     if "&" in text:
         text = text.replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
-    table, _ = _regexp_tokenizer_steps()
-    words = f" {text} ".translate(table).split()
+    words = f" {text} ".translate(steps[0]).split()
     # The remaining rules look at two neighbouring characters, one of them "." "," or "-", and
     # whitespace acts in them as any other non-digit; so each whitespace-separated word can be
     # split on its own (between spaces), and once per distinct word.
@@ -529,9 +562,10 @@ def _13a_word(word: str) -> str:
     """sacreBLEU's ``TokenizerRegexp`` rules after the first applied to one word (remembered)."""
     tokens = word
     if "." in word or "," in word or "-" in word:  # the rules need one of these
-        _, rules = _regexp_tokenizer_steps()
+        steps = _regexp_tokenizer_steps()
+        assert steps is not None  # only reached from the rule-checked path above
         line = f" {word} "
-        for pattern, replacement in rules:
+        for pattern, replacement in steps[1]:
             line = pattern.sub(replacement, line)
         tokens = " ".join(line.split())
     if len(_13A_WORDS) >= 1 << 17:
@@ -540,9 +574,12 @@ def _13a_word(word: str) -> str:
     return tokens
 
 
-def tokenize_13a(text: str) -> list[str]:
-    """The 13a tokenizer (mteval-v13a) as HF ``evaluate``'s BLEU uses it: a list of tokens."""
-    return _tokenize_13a(text).split()
+def tokenize_13a(text: str, cache: bool = True) -> list[str]:
+    """The 13a tokenizer (mteval-v13a) as HF ``evaluate``'s BLEU uses it: a list of tokens.
+
+    ``cache=False`` runs sacreBLEU's own ``Tokenizer13a`` (the reference the fast path is tested against).
+    """
+    return (_tokenize_13a(text) if cache else str(_sacrebleu_13a()(text))).split()
 
 
 # --------------------------------------------------------------------------- BLEU (HF evaluate / TF NMT)
@@ -599,9 +636,9 @@ def compute_bleu(
     return geo_mean * bp, precisions, bp, ratio, translation_length, reference_length
 
 
-def hf_bleu(prediction: str, reference: str, max_order: int = 1) -> float:
+def hf_bleu(prediction: str, reference: str, max_order: int = 1, cache: bool = True) -> float:
     """``evaluate.load("bleu").compute(predictions=[p], references=[[r]], max_order=...)["bleu"]``."""
-    return compute_bleu([[tokenize_13a(reference)]], [tokenize_13a(prediction)], max_order=max_order)[0]
+    return compute_bleu([[tokenize_13a(reference, cache)]], [tokenize_13a(prediction, cache)], max_order=max_order)[0]
 
 
 SACREBLEU_MAX_ORDER = 4
@@ -691,7 +728,7 @@ def _spatial_pair(prediction: str, reference: str, cache: bool) -> tuple[float, 
 
 
 # METEOR's whitespace tokens of a text, lowercased (as NLTK lowercases them)
-_lowercase_words = _per_text(lambda text: text.lower().split())
+_lowercase_words = _per_text(lambda text: tuple(text.lower().split()))
 
 
 def _3drad_pair(prediction: str, reference: str, cache: bool) -> tuple[float, ...]:
@@ -701,14 +738,15 @@ def _3drad_pair(prediction: str, reference: str, cache: bool) -> tuple[float, ..
     else:
         rouge1 = _rouge_scorer(False).score(reference, prediction)["rouge1"].fmeasure
         ref_tokens, pred_tokens = _word_tokenize_uncached(reference), _word_tokenize_uncached(prediction)
-    return (hf_bleu(prediction, reference, max_order=1), float(rouge1), _meteor(ref_tokens, pred_tokens, cache))
+    bleu = hf_bleu(prediction, reference, max_order=1, cache=cache)
+    return (bleu, float(rouge1), _meteor(ref_tokens, pred_tokens, cache))
 
 
 # One text as the spatial protocol reads it: its sacreBLEU record, its rouge-score record (Porter
 # stems) and METEOR's lowercase whitespace tokens, made once per distinct text.
-_SpatialText = tuple[_BleuText, _RougeText, list[str]]
+_SpatialText = tuple[_BleuText, _RougeText, tuple[str, ...]]
 _spatial_text = _per_text(
-    lambda text: (_make_bleu_text(text), _make_rouge_text(rouge_tokens(text, True)), text.lower().split())
+    lambda text: (_make_bleu_text(text), _make_rouge_text(rouge_tokens(text, True)), tuple(text.lower().split()))
 )
 _spatial_masks = _per_text(lambda text: _token_masks(_spatial_text(text)[1][0]))
 
@@ -755,6 +793,9 @@ def _init_worker(nltk_data: str) -> None:
 
 
 _WORKER_POOLS: dict[int, ProcessPoolExecutor] = {}
+# A process forked from one that holds a pool cannot use that pool (its workers belong to the
+# parent): the child starts its own on first use.
+os.register_at_fork(after_in_child=_WORKER_POOLS.clear)
 
 
 def _worker_pool(workers: int) -> ProcessPoolExecutor:

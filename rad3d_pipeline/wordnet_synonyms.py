@@ -33,7 +33,7 @@ class WordNetSynonyms:
         self._wordnet = wordnet
         self._root = Path(str(wordnet.root))
         self._maps: dict[str, mmap.mmap] = {}
-        self.lookup = functools.lru_cache(maxsize=None)(self._lookup)
+        self.lookup = functools.lru_cache(maxsize=1 << 17)(self._lookup)
 
     def _data(self, pos: str) -> mmap.mmap:
         name = _DATA_FILE[pos]

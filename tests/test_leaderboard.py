@@ -92,7 +92,7 @@ def test_sample_build_ends_in_a_leaderboard(tmp_path: Path) -> None:
         assert (folder / f"bars_task{task}.png").is_file() and (folder / f"bars_subtasks_task{task}.png").is_file()
     assert (folder / "correctness_matrix.csv").is_file() and (folder / "answer_lengths.png").is_file()
     metrics = pd.concat(pd.read_parquet(p) for p in (out / "tables" / "metric_tables").glob("*.parquet"))
-    assert set(metrics["model"]) == {"prior", "random"} and (metrics["protocol_version"] == "3drad-1").all()
+    assert set(metrics["model"]) == {"prior", "random"} and (metrics["protocol_version"] == "3drad-2").all()
 
 
 def test_subtask_table_names_the_metric_it_holds() -> None:

@@ -210,6 +210,16 @@ def test_read_rows_keeps_every_row_and_names_bad_lines(tmp_path: Path) -> None:
         metrics.read_rows(bad)
     # lines the one-parse fast path would accept as a whole file must still fail on their own
     two_objects_on_one_line = line + line.strip() + "," + line
+    split_object = '{"prediction": ["a"\n"b"], "answer": "x"}\n' + line.strip() + "," + line  # joins to valid JSON
+    bad.write_text(split_object)
+    with pytest.raises(ValueError, match=r"bad\.jsonl: line 1: not JSON"):
+        metrics.read_rows(bad)
+    numbers = tmp_path / "numbers.jsonl"
+    numbers.write_text('{"prediction": 3, "answer": 12345678901234567}\n{"prediction": "x\u2028y"}\n')
+    expected = (["3", "x\u2028y"], ["12345678901234567", ""])
+    assert metrics.read_prediction_pairs(numbers) == expected  # as written; U+2028 stays inside its line
+    rows = metrics.read_rows(numbers)
+    assert (rows["prediction"].tolist(), rows["Answer"].tolist()) == expected
     for text, reason in ((two_objects_on_one_line, "line 2: not JSON"), (line + "[1, 2]\n", "line 2: expected")):
         bad.write_text(text)
         with pytest.raises(ValueError, match=rf"bad\.jsonl: {reason}"):

@@ -369,6 +369,43 @@ def test_forked_workers_read_wordnet_safely(fixture_rows: list[tuple[str, str]])
     assert plain == pooled
 
 
+def test_a_forked_child_starts_its_own_pool(fixture_rows: list[tuple[str, str]]) -> None:
+    """A child forked from a process holding a pool must not wait on the parent's workers."""
+    pairs = fixture_rows[:100]
+    expected = tm.score_pairs("spatial", pairs, workers=2)
+    assert tm._WORKER_POOLS  # the parent holds a pool
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: score with workers and report, never return into pytest
+        try:
+            ok = not tm._WORKER_POOLS and tm.score_pairs("spatial", pairs, workers=2) == expected
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            tm.clear_caches()  # stops the child's own pool: its workers would outlive an os._exit
+            os._exit(0)
+    os.close(write)
+    import select
+
+    ready, _, _ = select.select([read], [], [], 120)
+    answer = os.read(read, 1) if ready else b"timeout"
+    os.close(read)
+    if not ready:
+        os.kill(child, 9)
+    os.waitpid(child, 0)
+    assert answer == b"1"
+
+
+def test_13a_falls_back_to_sacrebleu_when_its_rules_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+
+    text = "No effusion, 3.5-4 cm."
+    assert tm._tokenize_13a_uncached(text) == Tokenizer13a()(text) == "No effusion , 3.5 - 4 cm ."
+    assert tm.tokenize_13a(text, cache=False) == tm.tokenize_13a(text)
+    monkeypatch.setattr(tm, "_regexp_tokenizer_steps", lambda: None)  # other rules in a future sacreBLEU
+    monkeypatch.setattr(tm, "_sacrebleu_13a", lambda: lambda line: f"sacrebleu:{line}")
+    assert tm._tokenize_13a_uncached(text) == f"sacrebleu:{text}"
+
+
 def test_worker_pool_is_kept_and_replaced_when_broken(fixture_rows: list[tuple[str, str]]) -> None:
     pairs = fixture_rows[:200]
     expected = tm.score_pairs("spatial", pairs, workers=1)
