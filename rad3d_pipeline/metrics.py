@@ -18,9 +18,10 @@ macro average over subtasks per model x task (what the 3D-RAD paper reports). Id
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -236,21 +237,30 @@ def read_rows(path: str | Path) -> pd.DataFrame:
     raw = pd.DataFrame.from_records(records) if records is not None else read_table_file(path)
     out = pd.DataFrame(index=raw.index)
     sources: dict[str, str] = {}
-    for name, aliases in _ALIASES.items():
-        found = next((a for a in aliases if a in raw.columns), None)
+    for name in _ALIASES:
+        found = _source_column(name, raw.columns)
         if found is not None:
             out[name] = raw[found]
             sources[name] = found
     if "prediction" not in out.columns:
         raise ValueError(f"{path}: no 'prediction' column (columns: {', '.join(map(str, raw.columns))})")
     for name in ("Question", "Answer", "prediction"):
-        if name not in sources:
-            out[name] = ""
-        elif records is not None:  # the values as written (pandas would turn 3 into 3.0 next to a null)
-            out[name] = [_text(record.get(sources[name])) for record in records]
+        if records is not None:  # the values as written (pandas would turn 3 into 3.0 next to a null)
+            out[name] = _record_texts(records, sources.get(name))
         else:
-            out[name] = [_text(v) for v in out[name].tolist()]
+            out[name] = [_text(v) for v in out[name].tolist()] if name in sources else ""
     return out.reset_index(drop=True)
+
+
+def _source_column(name: str, columns: Iterable[Any]) -> str | None:
+    """The file's column for release column ``name``: the first of its aliases present."""
+    present = set(columns)
+    return next((alias for alias in _ALIASES[name] if alias in present), None)
+
+
+def _record_texts(records: list[dict[str, Any]], key: str | None) -> list[str]:
+    """Field ``key`` of every JSONL record as text ("" where missing or null, or without a key)."""
+    return [_text(record.get(key)) for record in records] if key else [""] * len(records)
 
 
 def read_prediction_pairs(path: str | Path) -> tuple[list[str], list[str]]:
@@ -261,13 +271,10 @@ def read_prediction_pairs(path: str | Path) -> tuple[list[str], list[str]]:
         return rows["prediction"].tolist(), rows["Answer"].tolist()
     records = read_jsonl_records(path)
     keys = set().union(*records)
-    columns = {}
-    for name in ("prediction", "Answer"):
-        found = next((a for a in _ALIASES[name] if a in keys), None)
-        if found is None and name == "prediction":
-            raise ValueError(f"{path}: no 'prediction' column (columns: {', '.join(sorted(keys))})")
-        columns[name] = [_text(record.get(found)) for record in records] if found else [""] * len(records)
-    return columns["prediction"], columns["Answer"]
+    prediction = _source_column("prediction", keys)
+    if prediction is None:
+        raise ValueError(f"{path}: no 'prediction' column (columns: {', '.join(sorted(keys))})")
+    return _record_texts(records, prediction), _record_texts(records, _source_column("Answer", keys))
 
 
 def as_3drad_frame(rows: pd.DataFrame, model: str) -> pd.DataFrame:

@@ -717,18 +717,10 @@ def _bleu_from_statistics(totals: list[int]) -> float:
 
 def _spatial_pair(prediction: str, reference: str, cache: bool) -> tuple[float, ...]:
     if cache:
-        rouge = rouge_f(reference, prediction, use_stemmer=True)
-    else:
-        scores = _rouge_scorer(True).score(reference, prediction)
-        rouge = (scores["rouge1"].fmeasure, scores["rouge2"].fmeasure, scores["rougeL"].fmeasure)
-    if cache:
-        _wordnet()
-        return (*rouge, _meteor_lowercase(_lowercase_words(reference), _lowercase_words(prediction)))
+        return _spatial_pair_with_bleu(prediction, reference, cache)[:4]
+    scores = _rouge_scorer(True).score(reference, prediction)
+    rouge = (scores["rouge1"].fmeasure, scores["rouge2"].fmeasure, scores["rougeL"].fmeasure)
     return (*(float(v) for v in rouge), _meteor(reference.split(), prediction.split(), cache))
-
-
-# METEOR's whitespace tokens of a text, lowercased (as NLTK lowercases them)
-_lowercase_words = _per_text(lambda text: tuple(text.lower().split()))
 
 
 def _3drad_pair(prediction: str, reference: str, cache: bool) -> tuple[float, ...]:
