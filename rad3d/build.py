@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dagster import (
     AssetKey,
@@ -22,7 +23,7 @@ from dagster import (
     materialize,
 )
 
-TASK_PARTITIONED_HINT = "task"
+from rad3d_pipeline.errors import UserFacingError
 
 
 class BuildError(Exception):
@@ -196,16 +197,91 @@ def _merge_adjacent(plan: list[PlannedRun]) -> list[PlannedRun]:
     return merged
 
 
+def _innermost(error: object) -> object:
+    while getattr(error, "cause", None) is not None:
+        error = error.cause  # type: ignore[attr-defined]
+    return error
+
+
+def user_facing_class_names() -> set[str]:
+    """Class names of every UserFacingError subclass (their message is the whole story)."""
+    names: set[str] = set()
+    todo: list[type] = [UserFacingError]
+    while todo:
+        cls = todo.pop()
+        names.add(cls.__name__)
+        todo.extend(cls.__subclasses__())
+    return names
+
+
 def root_cause(error: object) -> str:
-    """The innermost error message of a Dagster SerializableErrorInfo chain (the user's own error)."""
-    message = ""
-    while error is not None:
-        message = str(getattr(error, "message", "")).strip() or message
-        error = getattr(error, "cause", None)
-    return message
+    """One line for a step failure: the innermost error of a Dagster SerializableErrorInfo chain.
+
+    A :class:`UserFacingError` gives its message alone; anything else (a bug) its class and the first
+    line of its message.
+    """
+    inner = _innermost(error)
+    message = str(getattr(inner, "message", "")).strip()
+    cls_name = str(getattr(inner, "cls_name", "") or "")
+    head, sep, rest = message.partition(": ")
+    if sep and head.rsplit(".", 1)[-1] == cls_name:
+        message = rest.strip()
+    first = message.splitlines()[0] if message else ""
+    if cls_name in user_facing_class_names():
+        return first
+    return f"{cls_name}: {first}" if cls_name else first
 
 
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+DEBUG_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+@dataclass
+class StepFailure:
+    """One failed step: the asset, the partitions of its run, one line of reason, the full error."""
+
+    asset: str
+    partitions: str
+    reason: str
+    run_id: str
+    detail: str
+
+    def line(self) -> str:
+        where = f"{self.asset} [{self.partitions}]" if self.partitions else self.asset
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class BuildReport:
+    """What a build did: run ids, assets built, assets not built (failed or blocked), failures."""
+
+    run_ids: list[str] = field(default_factory=list)
+    built: list[str] = field(default_factory=list)
+    not_built: list[str] = field(default_factory=list)
+    failures: list[StepFailure] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return not self.failures and not self.not_built
+
+
+def _partition_label(run: PlannedRun) -> str:
+    if not run.partition_keys:
+        return ""
+    return run.start if run.start == run.end else f"{run.start}..{run.end}"
+
+
+def downstream_closure(defs: Definitions, keys: Iterable[AssetKey]) -> set[AssetKey]:
+    """The assets that depend on any of ``keys``, transitively (not including them)."""
+    graph = defs.resolve_asset_graph()
+    todo = list(keys)
+    seen: set[AssetKey] = set()
+    while todo:
+        for child in graph.get(todo.pop()).child_keys:
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return seen
 
 
 def execute_plan(
@@ -213,12 +289,30 @@ def execute_plan(
     plan: list[PlannedRun],
     instance: DagsterInstance,
     echo: Callable[[str], None] = print,
-) -> list[str]:
-    """Run the plan; return the run ids. Raise BuildError naming the failed asset and partitions."""
+    *,
+    debug: bool = False,
+) -> BuildReport:
+    """Run the plan. A failed step does not stop the build: runs that do not depend on it still run.
+
+    The report lists what was built and what was not; each failure has one line of reason (the
+    traceback is in the run's event log, and on the terminal with ``debug``).
+    """
     assets = list(defs.assets or [])
     resources = dict(defs.resources or {})
-    run_ids: list[str] = []
+    report = BuildReport()
+    blocked: dict[AssetKey, str] = {}  # asset -> the failed asset upstream of it
     for i, run in enumerate(plan, 1):
+        waiting = [k for k in run.asset_keys if k in blocked]
+        if waiting:
+            causes = ", ".join(dict.fromkeys(blocked[k] for k in waiting))
+            names = ", ".join(k.to_user_string() for k in waiting)
+            report.not_built.extend(k.to_user_string() for k in waiting)
+            runnable = [k for k in run.asset_keys if k not in blocked]
+            if not runnable:
+                echo(f"[{i}/{len(plan)}] {run.describe()}: not run (upstream {causes} failed)")
+                continue
+            echo(f"[{i}/{len(plan)}] not run: {names} (upstream {causes} failed)")
+            run = PlannedRun(runnable, run.partitions_def, run.partition_keys, run.start, run.end)
         echo(f"[{i}/{len(plan)}] {run.describe()} ...")
         started = time.perf_counter()
         with warnings.catch_warnings():
@@ -230,14 +324,34 @@ def execute_plan(
                 selection=run.asset_keys,
                 tags=run.tags(),
                 raise_on_error=False,
-                run_config=QUIET_RUN_CONFIG,
+                run_config=DEBUG_RUN_CONFIG if debug else QUIET_RUN_CONFIG,
             )
-        run_ids.append(result.run_id)
-        if not result.success:
-            failures = [e for e in result.all_events if e.is_step_failure]
-            detail = "; ".join(f"{e.step_key}: {root_cause(e.step_failure_data.error)}" for e in failures)
-            where = run.describe()
-            raise BuildError(f"run {result.run_id} failed at {where}: {detail or 'see the run in the UI'}")
+        report.run_ids.append(result.run_id)
+        materialized = {
+            e.asset_key for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION" and e.asset_key
+        }
+        for event in result.all_events:
+            if not event.is_step_failure:
+                continue
+            error = event.step_failure_data.error
+            report.failures.append(
+                StepFailure(
+                    asset=str(event.step_key),
+                    partitions=_partition_label(run),
+                    reason=root_cause(error) or "see the run in the UI",
+                    run_id=result.run_id,
+                    detail=error.to_string() if error is not None else "",
+                )
+            )
+        missing = [k for k in run.asset_keys if k not in materialized]
+        report.built.extend(k.to_user_string() for k in run.asset_keys if k in materialized)
+        report.not_built.extend(k.to_user_string() for k in missing)
+        if missing:
+            for key in missing:
+                for child in downstream_closure(defs, [key]):
+                    blocked.setdefault(child, key.to_user_string())
+            echo(f"    failed after {time.perf_counter() - started:.1f} s (run {result.run_id[:8]})")
+            continue
         failed_checks = [
             e.asset_check_evaluation_data
             for e in result.all_events
@@ -246,4 +360,36 @@ def execute_plan(
         for check in failed_checks:
             echo(f"    check failed: {check.asset_key.to_user_string()} {check.check_name}")
         echo(f"    done in {time.perf_counter() - started:.1f} s (run {result.run_id[:8]})")
-    return run_ids
+    return report
+
+
+def materialized_under(out: Path, key: AssetKey) -> bool:
+    """Whether the Parquet IO manager holds any output of the asset under ``out``."""
+    folder = Path(out) / "tables" / key.path[-1]
+    return folder.is_dir() and any(folder.glob("*.parquet"))
+
+
+def add_missing_upstream(defs: Definitions, selected: set[AssetKey], out: Path) -> list[AssetKey]:
+    """Make-like: add every upstream asset a selected asset reads and that was never built under ``out``.
+
+    Inputs that may be missing (``allow_missing_partitions``) and ordering-only deps do not count.
+    Returns the added keys, in the order found; ``selected`` is updated in place.
+    """
+    graph = defs.resolve_asset_graph()
+    added: list[AssetKey] = []
+    todo = sorted(selected, key=lambda k: k.to_user_string())
+    while todo:
+        key = todo.pop()
+        assets_def = defs.resolve_assets_def(key)
+        for input_name, upstream in assets_def.keys_by_input_name.items():
+            if upstream in selected or not graph.has(upstream) or not graph.get(upstream).is_materializable:
+                continue
+            input_def = assets_def.node_def.input_def_named(input_name)
+            if input_def.dagster_type.is_nothing or (input_def.metadata or {}).get("allow_missing_partitions"):
+                continue
+            if materialized_under(out, upstream):
+                continue
+            selected.add(upstream)
+            added.append(upstream)
+            todo.append(upstream)
+    return added

@@ -7,7 +7,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -19,16 +19,6 @@ TASK_ASSETS: dict[str, tuple[str, ...]] = {t: ("curated_qa", "scoring_consistenc
 }
 # Assets whose partitions are (or include) the task: --tasks keeps only those partitions.
 TASK_PARTITIONED_ASSETS = {"closed_qa", "curated_qa", "qa_candidates", "qa_scores"}
-
-
-def _parse_tasks(value: str | None) -> list[str] | None:
-    if not value:
-        return None
-    tasks = sorted({t.strip() for t in value.split(",") if t.strip()})
-    unknown = [t for t in tasks if t not in TASK_ASSETS]
-    if unknown:
-        raise SystemExit(f"rad3d: --tasks: unknown or unavailable task(s) {', '.join(unknown)}; available: 1-6")
-    return tasks
 
 
 def _volume_size(value: str) -> str | tuple[int, int, int]:
@@ -58,35 +48,59 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: must be at least 1")
+    return number
+
+
+def _default_select(tasks: list[str] | None) -> str | None:
+    if tasks is None:
+        return None
+    names = sorted({name for t in tasks for name in TASK_ASSETS[t]})
+    return " or ".join(f"+key:{name}" for name in names) + " or key:release_export or key:benchmark_statistics"
+
+
 def cmd_build(args: argparse.Namespace) -> int:
-    from rad3d.build import BuildError, execute_plan, partition_filter, plan_runs, resolve_selection
-    from rad3d.instance import get_instance
-    from rad3d.summary import print_summary
+    from rad3d.preflight import UsageError, check_ctrate_root, check_out_dir, parse_tasks
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    os.environ["RAD3D_OUT"] = str(out)
-    instance = get_instance(out)
+    tasks = parse_tasks(args.tasks)
+    check_out_dir(out)
+    if not Path(args.ctrate_root).exists():  # before the definitions load: one line, nothing created
+        raise UsageError(f"--ctrate-root {args.ctrate_root}: folder not found")
+
+    from rad3d.build import (
+        BuildError,
+        add_missing_upstream,
+        execute_plan,
+        partition_filter,
+        plan_runs,
+        resolve_selection,
+    )
     from rad3d.definitions import build_definitions
 
+    os.environ["RAD3D_OUT"] = str(out)
     defs = build_definitions(
         ctrate_root=args.ctrate_root, out_dir=str(out), splits=args.split, seed=args.seed, llm_backend=args.llm
     )
-    tasks = _parse_tasks(args.tasks)
-    select = args.select
-    if select is None and tasks is not None:
-        names = sorted({name for t in tasks for name in TASK_ASSETS[t]})
-        select = " or ".join(f"+key:{name}" for name in names) + " or key:release_export or key:benchmark_statistics"
+    select = args.select if args.select is not None else _default_select(tasks)
     try:
         selected = resolve_selection(defs, select)
+    except BuildError as exc:
+        raise UsageError(str(exc)) from None
     except Exception as exc:  # a malformed selection string
-        print(f"rad3d: --select {select!r}: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--select {select!r}: {exc}") from None
+    added = add_missing_upstream(defs, selected, out)
+    check_ctrate_root(Path(args.ctrate_root), args.split, {k.to_user_string() for k in selected})
     try:
         in_range = partition_filter(defs, selected, args.partitions) if args.partitions else None
     except BuildError as exc:
-        print(f"rad3d: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
 
     def keep(key: object, partition: str) -> bool:
         name = key.to_user_string()  # type: ignore[attr-defined]
@@ -98,14 +112,40 @@ def cmd_build(args: argparse.Namespace) -> int:
         return task in tasks
 
     plan = plan_runs(defs, selected, keep)
-    print(f"rad3d build: {len(plan)} run(s), DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
-    try:
-        execute_plan(defs, plan, instance)
-    except BuildError as exc:
-        print(f"rad3d build failed: {exc}", file=sys.stderr)
+
+    # Checks passed: from here on the build writes.
+    from assets.partitions import shard_partitions
+    from rad3d.instance import get_instance
+    from rad3d.out_state import build_lock, move_stale_partition_tables
+    from rad3d.summary import print_summary
+
+    out.mkdir(parents=True, exist_ok=True)
+    with build_lock(out, " ".join(sys.argv)):
+        instance = get_instance(out)
+        moved = move_stale_partition_tables(defs, out, shard_partitions)
+        if moved:
+            print(f"Moved {len(moved)} table(s) of shards that no longer exist to {moved[0].parents[2]}")
+        print(f"rad3d build: {len(plan)} run(s), DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
+        if added:
+            names = ", ".join(k.to_user_string() for k in added)
+            print(f"  also building {names}: needed by the selection and never built under {out}")
+        report = execute_plan(defs, plan, instance, debug=args.debug)
+        if report.success:
+            print_summary(out)
+            return 0
+        if args.debug:
+            for failure in report.failures:
+                print(failure.detail, file=sys.stderr)
+        built = ", ".join(dict.fromkeys(report.built)) or "nothing"
+        not_built = ", ".join(dict.fromkeys(report.not_built))
+        print(f"Built: {built}", file=sys.stderr)
+        print(f"Not built: {not_built}", file=sys.stderr)
+        runs = ", ".join(sorted({f.run_id[:8] for f in report.failures}))
+        hint = "" if args.debug else "; tracebacks: --debug or the runs in the UI"
+        print(f"rad3d build failed ({len(report.failures)} failed step(s), run(s) {runs}{hint}):", file=sys.stderr)
+        for failure in report.failures:
+            print(failure.line(), file=sys.stderr)
         return 1
-    print_summary(out)
-    return 0
 
 
 def _read_table(out: Path, asset: str) -> pd.DataFrame:
@@ -163,13 +203,22 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0  # pragma: no cover
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors in one line (``rad3d build: argument --split: ...; see --help``), exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rad3d", description=__doc__)
+    parser = OneLineParser(prog="rad3d", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     sample = sub.add_parser("sample-data", help="write a synthetic CT-RATE-shaped data set")
     sample.add_argument("--out", required=True, help="folder to write (CT-RATE layout with dataset/)")
-    sample.add_argument("--patients", type=int, default=40, help="number of patients over both splits (default 40)")
+    sample.add_argument(
+        "--patients", type=_positive_int, default=40, help="number of patients over both splits (default 40)"
+    )
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sample.add_argument(
         "--volumes",
@@ -208,6 +257,12 @@ def make_parser() -> argparse.ArgumentParser:
         choices=["rules", "openai", "auto"],
         help="Tasks 1-3 backend: rules (offline) or openai (OPENAI_BASE_URL / OPENAI_API_KEY); default auto",
     )
+    build.add_argument(
+        "--debug",
+        action="store_true",
+        default=os.environ.get("RAD3D_DEBUG", "") not in ("", "0"),
+        help="print the run log and the tracebacks of failed steps (also RAD3D_DEBUG=1)",
+    )
     build.set_defaults(func=cmd_build)
 
     review = sub.add_parser("review", help="human validation: export a review sheet, import the filled sheet")
@@ -238,9 +293,17 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rad3d_pipeline.errors import UserFacingError
+
     warnings.filterwarnings("ignore", module="dagster")
     args = make_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except UserFacingError as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"rad3d {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

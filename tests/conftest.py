@@ -10,6 +10,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def skip_or_fail(reason: str) -> None:
+    """Skip outside CI; in CI (``CI`` set) a missing fixture, package or service is a failure."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set: a missing prerequisite fails instead of skipping)", pytrace=False)
+    pytest.skip(reason)
+
+
 def fixtures_root() -> Path:
     return Path(os.environ.get("RAD3D_FIXTURES", REPO.parent / "shared" / "fixtures"))
 
@@ -18,5 +25,5 @@ def fixtures_root() -> Path:
 def fixtures() -> Path:
     root = fixtures_root()
     if not (root / "ctrate_mini").is_dir():
-        pytest.skip(f"public fixtures not found at {root} (set RAD3D_FIXTURES to ../shared/fixtures)")
+        skip_or_fail(f"public fixtures not found at {root} (set RAD3D_FIXTURES to ../shared/fixtures)")
     return root

@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import skip_or_fail
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -58,7 +60,7 @@ def postgres_server() -> Iterator[dict[str, str]]:
     """
     initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
     if not initdb or not pg_ctl:
-        pytest.skip("PostgreSQL server binaries not found (apt-get install postgresql)")
+        skip_or_fail("PostgreSQL server binaries not found (apt-get install postgresql)")
     tmp = Path(tempfile.mkdtemp(prefix="rad3d-pg-"))
     data = tmp / "pgdata"
     sock = tmp / "pgsock"
@@ -97,7 +99,7 @@ def redis_server() -> Iterator[str]:
     """A throwaway Redis on 127.0.0.1; yields its URL."""
     binary = shutil.which("redis-server")
     if not binary:
-        pytest.skip("redis-server not found (apt-get install redis-server)")
+        skip_or_fail("redis-server not found (apt-get install redis-server)")
     port = free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],

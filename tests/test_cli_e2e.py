@@ -64,10 +64,15 @@ def test_build_failure_names_asset_and_file(tmp_path: Path, cli_env: dict[str, s
         "4",
         env=cli_env,
     )
-    assert result.returncode == 1
-    assert "ctrate_labels" in result.stderr and "valid_predicted_labels.csv: file not found" in result.stderr
+    # Checked before anything runs: one line, exit 2, nothing created.
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"rad3d build: --ctrate-root {empty}: missing multi_abnormality_labels/valid_predicted_labels.csv "
+        f"(under {empty}); found: none of them"
+    ]
+    assert not (tmp_path / "out").exists()
 
 
 def test_unknown_task_is_refused(tmp_path: Path, cli_env: dict[str, str]) -> None:
     result = run_cli("build", "--ctrate-root", str(tmp_path), "--tasks", "9", env=cli_env)
-    assert result.returncode != 0 and "unknown or unavailable task" in result.stderr
+    assert result.returncode == 2 and "unknown or unavailable task" in result.stderr

@@ -6,6 +6,7 @@ Debian's redis-server (``scripts/setup.sh --system`` installs it).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
+from tests.conftest import skip_or_fail
 from tests.services import graphql, postgres_server, rad3d_ui, redis_server, wait_for_daemons
 
 pytestmark = [pytest.mark.service, pytest.mark.slow]
@@ -230,7 +232,8 @@ def run_job_beside_worker(
 
 def test_celery_worker_runs_partitions_through_redis(production: ProductionInstance) -> None:
     """`dagster job execute` submits the GPU jobs; their steps travel through Redis to a worker on queue `gpu`."""
-    pytest.importorskip("dagster_celery", reason="the production extra (dagster-celery) is not installed")
+    if importlib.util.find_spec("dagster_celery") is None:
+        skip_or_fail("the production extra (dagster-celery) is not installed")
     tmp = production.tmp
     shard = valid_shard(tmp / "ct")
     with redis_server() as redis_url:

@@ -16,6 +16,7 @@ import pytest
 
 from rad3d_pipeline import text_metrics as tm
 from rad3d_pipeline.wordnet_setup import LEXNAMES, WordNetUnavailableError, ensure_wordnet, lexnames_text
+from tests.conftest import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_FILES = ("merlin_predictions_600.jsonl", "radfm_predictions_600.jsonl")
@@ -26,7 +27,7 @@ def spatial_dir() -> Path:
     root = Path(os.environ.get("RAD3D_FIXTURES", REPO.parent / "shared" / "fixtures"))
     path = root / "spatialvqa_mini"
     if not (path / "reference_metrics.json").is_file():
-        pytest.skip(f"CT-SpatialVQA fixtures not found at {path} (set RAD3D_FIXTURES to ../shared/fixtures)")
+        skip_or_fail(f"CT-SpatialVQA fixtures not found at {path} (set RAD3D_FIXTURES to ../shared/fixtures)")
     return path
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from rad3d.celery_jobs import CELERY_AVAILABLE
+from tests.conftest import skip_or_fail
 from tests.services import graphql, rad3d_ui, wait_for_daemons
 
 pytestmark = pytest.mark.slow
@@ -91,7 +92,7 @@ def test_rad3d_ui_asset_graph_in_chromium(ui: tuple[int, Path, list[dict[str, An
 
     chromium = chromium_binary()
     if chromium is None:
-        pytest.skip("Chromium not found (Debian: apt-get install chromium; scripts/setup.sh --system)")
+        skip_or_fail("Chromium not found (Debian: apt-get install chromium; scripts/setup.sh --system)")
 
     url = f"http://127.0.0.1:{port}{GRAPH_PAGE}"
     dom = subprocess.run(
