@@ -53,9 +53,12 @@ class PlannedRun:
         return f"{names} [{self.start}..{self.end}]"
 
     def tags(self) -> dict[str, str]:
-        if not self.partition_keys:
-            return {}
-        return {"dagster/asset_partition_range_start": self.start, "dagster/asset_partition_range_end": self.end}
+        """What the Runs page shows: the stage (its assets and partitions), and Dagster's partition range."""
+        tags = {"rad3d/stage": self.describe()[:250], "rad3d/source": "rad3d build"}
+        if self.partition_keys:
+            tags["dagster/asset_partition_range_start"] = self.start
+            tags["dagster/asset_partition_range_end"] = self.end
+        return tags
 
 
 def resolve_selection(defs: Definitions, select: str | None) -> set[AssetKey]:

@@ -68,7 +68,7 @@ def _default_select(tasks: list[str] | None) -> str | None:
 def cmd_build(args: argparse.Namespace) -> int:
     from rad3d.preflight import UsageError, check_ctrate_root, check_out_dir, parse_tasks
 
-    out = Path(args.out)
+    out = Path(args.out).expanduser().absolute()
     tasks = parse_tasks(args.tasks)
     check_out_dir(out)
     if not Path(args.ctrate_root).exists():  # before the definitions load: one line, nothing created
@@ -116,12 +116,20 @@ def cmd_build(args: argparse.Namespace) -> int:
     # Checks passed: from here on the build writes.
     from assets.partitions import shard_partitions
     from rad3d.instance import get_instance
-    from rad3d.out_state import build_lock, move_stale_partition_tables
+    from rad3d.out_state import build_lock, move_stale_partition_tables, write_build_record
     from rad3d.summary import print_summary
 
     out.mkdir(parents=True, exist_ok=True)
     with build_lock(out, " ".join(sys.argv)):
         instance = get_instance(out)
+        write_build_record(
+            out,
+            ctrate_root=Path(args.ctrate_root).expanduser().absolute(),
+            splits=args.split,
+            seed=args.seed,
+            llm=args.llm,
+            dagster_home=Path(os.environ["DAGSTER_HOME"]),
+        )
         moved = move_stale_partition_tables(defs, out, shard_partitions)
         if moved:
             print(f"Moved {len(moved)} table(s) of shards that no longer exist to {moved[0].parents[2]}")
@@ -190,15 +198,35 @@ def cmd_review_import(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    """The Dagster UI (webserver and daemon) on the data, settings and instance of the build under --out."""
     from rad3d.instance import resolve_dagster_home
+    from rad3d.out_state import read_build_record, ui_workspace
 
-    out = Path(args.out).resolve()
+    out = Path(args.out).expanduser().absolute()
+    record = read_build_record(out)
+    if record.get("dagster_home") and not os.environ.get("DAGSTER_HOME"):
+        os.environ["DAGSTER_HOME"] = str(record["dagster_home"])
+    ctrate_root = args.ctrate_root or record.get("ctrate_root") or os.environ.get("RAD3D_CTRATE_ROOT")
+    if ctrate_root is None:
+        ctrate_root = str(out / "sample_ctrate")
+    if not Path(ctrate_root).is_dir():
+        print(
+            f"note: CT-RATE root {ctrate_root} not found; ingest runs from the UI will fail until you pass "
+            f"--ctrate-root (or build under --out {out} first)",
+            file=sys.stderr,
+        )
     os.environ["RAD3D_OUT"] = str(out)
+    os.environ["RAD3D_CTRATE_ROOT"] = str(Path(ctrate_root).absolute())
+    for key, variable in (("splits", "RAD3D_SPLIT"), ("seed", "RAD3D_SEED"), ("llm", "RAD3D_LLM")):
+        if record.get(key) is not None and variable not in os.environ:
+            os.environ[variable] = str(record[key])
     home = resolve_dagster_home(out)
+    workspace = ui_workspace(home)
     # `dagster dev` (webserver + daemon) from this interpreter, so an unactivated .venv/bin/rad3d works.
-    cmd = [sys.executable, "-m", "dagster", "dev", "-m", "rad3d.definitions", "--host", args.host]
+    cmd = [sys.executable, "-m", "dagster", "dev", "-w", str(workspace), "--host", args.host]
     cmd += ["--port", str(args.port)]
-    print(f"Dagster UI at http://{args.host}:{args.port} (DAGSTER_HOME={home})", flush=True)
+    print(f"Dagster UI at http://{args.host}:{args.port}", flush=True)
+    print(f"  data {out}, CT-RATE {os.environ['RAD3D_CTRATE_ROOT']}, DAGSTER_HOME={home}", flush=True)
     os.execv(cmd[0], cmd)
     return 0  # pragma: no cover
 
@@ -285,7 +313,12 @@ def make_parser() -> argparse.ArgumentParser:
     evaluate_command.add_parser(sub)
 
     ui = sub.add_parser("ui", help="start the Dagster UI on this project with the project's DAGSTER_HOME")
-    ui.add_argument("--out", default=DEFAULT_OUT, help=f"data root (default {DEFAULT_OUT})")
+    ui.add_argument("--out", default=DEFAULT_OUT, help=f"data root of a build (default {DEFAULT_OUT})")
+    ui.add_argument(
+        "--ctrate-root",
+        default=None,
+        help="CT-RATE root for materializations from the UI (default: the one the last build under --out used)",
+    )
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=3000)
     ui.set_defaults(func=cmd_ui)

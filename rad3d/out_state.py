@@ -16,6 +16,8 @@ from dagster import Definitions, MultiPartitionsDefinition, PartitionsDefinition
 from rad3d.preflight import UsageError
 
 LOCK_FILE = ".rad3d-build.lock"
+RECORD_FILE = Path(".rad3d") / "build.json"
+LOCATION_NAME = "rad3d"  # the code location's one name: workspace.yaml, `rad3d ui`, pyproject's [tool.dagster]
 STALE_FOLDER = "stale"
 
 
@@ -83,3 +85,36 @@ def move_stale_partition_tables(defs: Definitions, out: Path, dimension: Partiti
             shutil.move(str(file), target)
             moved.append(target)
     return moved
+
+
+def write_build_record(out: Path, **settings: object) -> Path:
+    """``<out>/.rad3d/build.json``: what the last build used, so that ``rad3d ui --out`` serves the same."""
+    path = out / RECORD_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {key: (str(value) if isinstance(value, Path) else value) for key, value in settings.items()}
+    record["written"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_build_record(out: Path) -> dict[str, object]:
+    path = out / RECORD_FILE
+    try:
+        loaded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def ui_workspace(dagster_home: Path) -> Path:
+    """A workspace file naming the code location as workspace.yaml does (one name everywhere)."""
+    path = dagster_home / "workspace.yaml"
+    text = (
+        "load_from:\n  - python_module:\n      module_name: rad3d.definitions\n      attribute: defs\n"
+        f"      location_name: {LOCATION_NAME}\n"
+    )
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    return path

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from rad3d.cli import main
-from rad3d.out_state import build_lock
+from rad3d.out_state import build_lock, write_build_record
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -197,3 +197,33 @@ def test_second_build_on_the_same_out_is_refused(tmp_path: Path, sample: Path, c
     [line] = stderr_lines(result.stderr)
     assert f"--out {out}: another build is running there (pid {os.getpid()}, started " in line
     assert not (out / "tables").exists()
+
+
+def test_ui_serves_the_data_and_settings_of_the_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rad3d ui --out DIR` points the UI at the CT-RATE root, settings and DAGSTER_HOME the build recorded."""
+    out, ctrate, home = tmp_path / "out", tmp_path / "ct", tmp_path / "home"
+    ctrate.mkdir()
+    write_build_record(out, ctrate_root=ctrate, splits="valid", seed=7, llm="rules", dagster_home=home)
+    for name in ("DAGSTER_HOME", "RAD3D_CTRATE_ROOT", "RAD3D_SPLIT", "RAD3D_SEED", "RAD3D_LLM", "RAD3D_OUT"):
+        monkeypatch.delenv(name, raising=False)
+    launched: list[list[str]] = []
+
+    def fake_execv(path: str, argv: list[str]) -> None:
+        launched.append(argv)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execv", fake_execv)
+    assert run_main(["ui", "--out", str(out)]) == 0
+    [argv] = launched
+    assert argv[1:4] == ["-m", "dagster", "dev"]
+    workspace = Path(argv[argv.index("-w") + 1])
+    assert workspace.parent == home and "location_name: rad3d" in workspace.read_text()
+    assert os.environ["DAGSTER_HOME"] == str(home)
+    assert os.environ["RAD3D_CTRATE_ROOT"] == str(ctrate)
+    assert (os.environ["RAD3D_SPLIT"], os.environ["RAD3D_SEED"], os.environ["RAD3D_LLM"]) == ("valid", "7", "rules")
+    assert os.environ["RAD3D_OUT"] == str(out)
+    # --ctrate-root wins over the record.
+    other = tmp_path / "other"
+    other.mkdir()
+    assert run_main(["ui", "--out", str(out), "--ctrate-root", str(other)]) == 0
+    assert os.environ["RAD3D_CTRATE_ROOT"] == str(other)

@@ -67,6 +67,7 @@ def rendered_text(dom: str) -> list[str]:
     return [line.strip() for line in html.unescape(re.sub(r"<[^>]+>", "\n", body)).split("\n") if line.strip()]
 
 
+LOCATIONS_QUERY = "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"
 REPOSITORY_QUERY = """{ repositoriesOrError { ... on RepositoryConnection { nodes {
   schedules { name } sensors { name } jobs { name } } } } }"""
 
@@ -84,6 +85,9 @@ def test_rad3d_ui_asset_graph_in_chromium(ui: tuple[int, Path, list[dict[str, An
     # `rad3d ui` starts the daemon too (schedules, sensors, the run queue, backfills).
     daemons = {"SCHEDULER", "SENSOR", "QUEUED_RUN_COORDINATOR", "BACKFILL"}
     assert wait_for_daemons(port, daemons) >= daemons
+    # One name for the code location everywhere (workspace.yaml, `rad3d ui`, the README's CLI commands).
+    entries = graphql(port, LOCATIONS_QUERY)["data"]["workspaceOrError"]["locationEntries"]
+    assert [entry["name"] for entry in entries] == ["rad3d"]
     [repo] = graphql(port, REPOSITORY_QUERY)["data"]["repositoriesOrError"]["nodes"]
     assert {s["name"] for s in repo["schedules"]} == {"weekly_benchmark_rebuild"}
     assert {s["name"] for s in repo["sensors"]} >= {"ctrate_drop_sensor", "run_failure_record"}
