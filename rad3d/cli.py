@@ -58,6 +58,19 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def show_progress() -> None:
+    """Print the core's progress records (volumes n/N, LLM requests n/N, ...) under the run lines."""
+    import logging
+
+    from rad3d_pipeline.progress import LOGGER_NAME, TerminalProgress
+
+    logger = logging.getLogger(LOGGER_NAME)
+    if not any(isinstance(h, TerminalProgress) for h in logger.handlers):
+        logger.addHandler(TerminalProgress(lambda line: print(line, flush=True)))
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
 def _default_select(tasks: list[str] | None) -> str | None:
     if tasks is None:
         return None
@@ -120,6 +133,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     from rad3d.summary import print_summary
 
     out.mkdir(parents=True, exist_ok=True)
+    if not args.quiet:
+        show_progress()
     with build_lock(out, " ".join(sys.argv)):
         instance = get_instance(out)
         write_build_record(
@@ -291,6 +306,7 @@ def make_parser() -> argparse.ArgumentParser:
         default=os.environ.get("RAD3D_DEBUG", "") not in ("", "0"),
         help="print the run log and the tracebacks of failed steps (also RAD3D_DEBUG=1)",
     )
+    build.add_argument("--quiet", action="store_true", help="no progress lines inside long stages")
     build.set_defaults(func=cmd_build)
 
     review = sub.add_parser("review", help="human validation: export a review sheet, import the filled sheet")

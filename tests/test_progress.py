@@ -1,0 +1,67 @@
+"""Progress lines: pace, rate, ETA, the final line, and the terminal handler."""
+
+from __future__ import annotations
+
+import logging
+
+from rad3d_pipeline.progress import LOGGER_NAME, Progress, TerminalProgress
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_lines_come_at_the_interval_with_rate_eta_and_a_final_line() -> None:
+    clock, lines = Clock(), []
+    logger = logging.getLogger("rad3d.progress.test")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    handler = TerminalProgress(lines.append)
+    logger.addHandler(handler)
+    try:
+        progress = Progress("volumes", 100, unit="volumes", interval_s=5, clock=clock, logger=logger)
+        for _ in range(10):  # 10 volumes in 2 s: no line yet
+            clock.now += 0.2
+            progress.advance()
+        assert lines == []
+        clock.now += 3.0  # 5 s since the start
+        progress.advance(10)
+        assert lines == ["    volumes: 20/100 volumes (20%), 4.0/s, ETA 20s"]
+        clock.now += 1.0
+        progress.advance(79)
+        assert len(lines) == 1  # within the interval
+        progress.advance(1)
+        assert lines[-1] == "    volumes: 100/100 volumes (100%), 16.7/s, 6s in all"
+        progress.advance(0)
+        progress.finish()
+        assert len(lines) == 2  # the final line once
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_extra_text_and_an_empty_stage() -> None:
+    clock, lines = Clock(), []
+    logger = logging.getLogger("rad3d.progress.test2")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    logger.addHandler(TerminalProgress(lines.append))
+    progress = Progress("qa_scores", 2, interval_s=0, clock=clock, logger=logger, extra=lambda: "3 retries, $0.0012")
+    clock.now += 1
+    progress.advance()
+    assert lines == ["    qa_scores: 1/2 (50%), 1.0/s, ETA 1s, 3 retries, $0.0012"]
+    Progress("nothing", 0, clock=clock, logger=logger).finish()
+    assert len(lines) == 1
+
+
+def test_the_logger_name_is_the_one_the_instance_captures() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    for path in ("dagster.yaml", "rad3d/dagster.yaml", "deploy/dagster.production.yaml"):
+        config = yaml.safe_load((Path(__file__).resolve().parents[1] / path).read_text())
+        assert LOGGER_NAME in config["python_logs"]["managed_python_loggers"], path
