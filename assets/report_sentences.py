@@ -1,7 +1,7 @@
 """Report sentences per patient shard: sections, measurements (mm), negation, side."""
 
 import pandas as pd
-from dagster import AssetExecutionContext, Output, asset
+from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
 from assets.metadata import table_metadata
 from assets.partitions import shard_partitions, single_run
@@ -15,11 +15,12 @@ GROUP = "sentences"
 
 @asset(
     group_name=GROUP,
-    code_version="1",
+    code_version="2",
     partitions_def=shard_partitions,
     backfill_policy=single_run,
-    description="One row per report sentence: VolumeName, section, sentence_index, text, measurements in mm, "
-    "negation, side. Partitioned by patient shard.",
+    description="One row per report sentence: VolumeName, section, sentence_index, text, has_measurement (any size, "
+    "distance, area, volume or percentage loss), lengths in mm, other measurement spans, negation, side. "
+    "Partitioned by patient shard.",
 )
 def report_sentences(
     context: AssetExecutionContext, ctrate_reports: pd.DataFrame, settings: Rad3dSettings
@@ -33,6 +34,17 @@ def report_sentences(
     out = {key: table.loc[table["shard"] == key].reset_index(drop=True) for key in keys}
     meta = table_metadata(table)
     meta["splitter"] = splitter.splitter_name
-    meta["with_measurement"] = int(table["has_measurement"].sum()) if len(table) else 0
-    context.log.info(f"{len(wanted)} reports in {len(keys)} shard(s) -> {len(table)} sentences")
+    flagged = int(table["has_measurement"].sum()) if len(table) else 0
+    meta["with_measurement"] = flagged
+    # Precision stays visible: the share of sentences flagged as carrying a measurement.
+    share = flagged / len(table) if len(table) else 0.0
+    meta["with_measurement_share"] = MetadataValue.float(round(share, 4))
+    # Sentences with a unit-less size whose unit could not be inferred (flagged, not in measurements_mm).
+    meta["unit_less_sizes_unnormalised"] = (
+        int(table["other_measurement_kinds"].map(lambda kinds: "size" in list(kinds)).sum()) if len(table) else 0
+    )
+    context.log.info(
+        f"{len(wanted)} reports in {len(keys)} shard(s) -> {len(table)} sentences, "
+        f"{flagged} with a measurement ({share:.1%})"
+    )
     return Output(out, metadata=meta)

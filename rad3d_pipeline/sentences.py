@@ -1,5 +1,13 @@
 """Report sentences: segmentation (spaCy), section, measurements, negation and side.
 
+``has_measurement`` flags a sentence that carries any measurement of
+:mod:`rad3d_pipeline.measurements` (a length with or without its unit, an area, a volume, a
+percentage loss or narrowing). ``measurements_mm`` and ``measurement_texts`` hold its lengths
+(normalised to mm; unit written, implied by the sentence or inferred from the magnitude);
+``other_measurement_texts`` and ``other_measurement_kinds`` (parallel lists) the spans that flag
+the sentence without a length in mm: ``size`` (a unit-less size whose unit cannot be inferred),
+``area``, ``volume``, ``percent``.
+
 scispaCy's ``en_core_sci_sm`` is used when it is installed (it cannot be downloaded at run
 time here); otherwise a blank English pipeline with a rule-based sentencizer that does not
 split decimals ("3.3 cm") or common abbreviations. The splitter says which one it is.
@@ -14,7 +22,7 @@ import pandas as pd
 import spacy
 from spacy.language import Language
 
-from rad3d_pipeline.measurements import find_measurements
+from rad3d_pipeline.measurements import FLAG_KINDS, LENGTH_KINDS, find_all_measurements
 
 SENTENCE_COLUMNS: tuple[str, ...] = (
     "VolumeName",
@@ -27,6 +35,8 @@ SENTENCE_COLUMNS: tuple[str, ...] = (
     "measurement_texts",
     "negated",
     "side",
+    "other_measurement_texts",
+    "other_measurement_kinds",
 )
 SECTIONS: dict[str, str] = {"Findings_EN": "findings", "Impressions_EN": "impressions"}
 SCISPACY_MODEL = "en_core_sci_sm"
@@ -41,6 +51,8 @@ BILATERAL_RE = re.compile(r"\b(bilateral(?:ly)?|both (?:lungs?|hemithora(?:x|ces
 RIGHT_RE = re.compile(r"\bright\b", re.IGNORECASE)
 LEFT_RE = re.compile(r"\bleft\b", re.IGNORECASE)
 _ABBREVIATIONS = ("approx.", "e.g.", "i.e.", "vs.", "no.", "dr.", "fig.", "cf.", "etc.")
+# "a 5 mm. nodule in the right lobe": a unit's abbreviation dot followed by a lower-case word ends no sentence.
+_UNIT_DOT_RE = re.compile(r"(?:\d\s*|\b)(?:m\s?m{1,2}|c\s?m{1,2}|cc|ml)\.?$", re.IGNORECASE)
 
 
 def _rule_sentence_starts(doc: Any) -> Any:
@@ -51,6 +63,9 @@ def _rule_sentence_starts(doc: Any) -> Any:
             continue
         prev = doc[i - 1]
         boundary = prev.text in {".", "!", "?"} or (prev.text.endswith(".") and len(prev.text) > 1)
+        if boundary and token.text[:1].islower() and prev.text.endswith("."):
+            before = prev.text if len(prev.text) > 1 else doc[i - 2].text if i > 1 else ""
+            boundary = not _UNIT_DOT_RE.search(before)
         if boundary and prev.text.lower() not in _ABBREVIATIONS and prev.whitespace_:
             token.is_sent_start = True
         else:
@@ -115,7 +130,9 @@ def report_sentences(reports: pd.DataFrame, splitter: SentenceSplitter | None = 
         split = splitter.split([t for _, t in non_empty])
         for (name, _), sentences in zip(non_empty, split, strict=True):
             for index, (start, text) in enumerate(sentences):
-                measurements = find_measurements(text)
+                found = [m for m in find_all_measurements(text) if m.kind in FLAG_KINDS]
+                lengths = [m for m in found if m.kind in LENGTH_KINDS]
+                others = [m for m in found if m.kind not in LENGTH_KINDS]
                 records.append(
                     (
                         name,
@@ -123,11 +140,13 @@ def report_sentences(reports: pd.DataFrame, splitter: SentenceSplitter | None = 
                         index,
                         text,
                         start,
-                        bool(measurements),
-                        [v for m in measurements for v in m.values_mm],
-                        [m.text for m in measurements],
+                        bool(found),
+                        [v for m in lengths for v in m.values_mm],
+                        [m.text for m in lengths],
                         is_negated(text),
                         sentence_side(text),
+                        [m.text for m in others],
+                        [m.kind for m in others],
                     )
                 )
     if not records:
