@@ -14,7 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from dagster import ConfigurableIOManager, InputContext, OutputContext
+import pyarrow as pa
+import pyarrow.parquet as pq
+from dagster import (
+    AssetExecutionContext,
+    ConfigurableIOManager,
+    DagsterInvariantViolationError,
+    InputContext,
+    MetadataValue,
+    OutputContext,
+    TableColumn,
+    TableSchema,
+)
 
 UNPARTITIONED_FILE = "all"
 
@@ -23,11 +34,63 @@ def table_dir(base_dir: str | Path, asset_name: str) -> Path:
     return Path(base_dir) / "tables" / asset_name
 
 
-def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+def write_parquet_atomic(frame: pd.DataFrame, path: Path, schema: pa.Schema | None = None) -> None:
+    """Write via a temporary file and a rename; ``schema`` fixes the column types (for empty frames)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    frame.to_parquet(tmp, index=False)
+    if schema is None:
+        frame.to_parquet(tmp, index=False)
+    else:
+        pq.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), tmp)
     os.replace(tmp, path)
+
+
+def _arrow_schema(frame: pd.DataFrame) -> pa.Schema:
+    return pa.Schema.from_pandas(frame, preserve_index=False)
+
+
+def _has_untyped_columns(schema: pa.Schema) -> bool:
+    return any(pa.types.is_null(field.type) for field in schema)
+
+
+def reference_schema(frames: list[pd.DataFrame], siblings: list[Path]) -> pa.Schema | None:
+    """The asset's column types: from a frame with rows, else from a partition file already on disk."""
+    for frame in frames:
+        if len(frame):
+            schema = _arrow_schema(frame)
+            if not _has_untyped_columns(schema):
+                return schema
+    for path in siblings:
+        try:
+            schema = pq.read_schema(path)
+        except (OSError, pa.ArrowInvalid):
+            continue
+        if not _has_untyped_columns(schema):
+            return schema.remove_metadata()
+    return None
+
+
+def conform(frame: pd.DataFrame, schema: pa.Schema | None) -> pa.Schema | None:
+    """The schema to write ``frame`` with: the reference where the frame's own types are not known
+    (no rows, or all-null columns) and the columns are the same; else strings for null-typed columns."""
+    own = _arrow_schema(frame)
+    if len(frame) and not _has_untyped_columns(own):
+        return None
+    if schema is not None and schema.names == own.names:
+        return schema
+    return pa.schema([pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in own])
+
+
+def table_metadata(frame: pd.DataFrame, preview_rows: int = 5) -> dict[str, Any]:
+    """Dagster's row count and column schema of one table, and a preview of its first rows."""
+    columns = [TableColumn(str(name), str(dtype)) for name, dtype in frame.dtypes.items()]
+    preview = frame.head(preview_rows).astype(str)
+    preview = preview.apply(lambda col: col.str.slice(0, 80))
+    return {
+        "dagster/row_count": len(frame),
+        "dagster/column_schema": TableSchema(columns=columns),
+        "preview": MetadataValue.md(preview.to_markdown(index=False) if len(preview) else "(no rows)"),
+    }
 
 
 class PartitionedParquetIOManager(ConfigurableIOManager):
@@ -43,7 +106,9 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
         if not context.has_asset_partitions:
             if not isinstance(obj, pd.DataFrame):
                 raise TypeError(f"asset {name}: expected a DataFrame, got {type(obj).__name__}")
-            write_parquet_atomic(obj, self._path(name, None))
+            path = self._path(name, None)
+            write_parquet_atomic(obj, path, conform(obj, reference_schema([], [path] if path.exists() else [])))
+            context.add_output_metadata({**table_metadata(obj), "path": MetadataValue.path(str(path.resolve()))})
             return
         if not isinstance(obj, dict):
             raise TypeError(f"partitioned asset {name}: return a dict of partition key to DataFrame")
@@ -51,8 +116,15 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
         missing = [k for k in keys if k not in obj]
         if missing:
             raise ValueError(f"asset {name}: no output for partition(s) {', '.join(missing)}")
+        folder = table_dir(self.base_dir, name)
+        siblings = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+        schema = reference_schema([obj[k] for k in keys], siblings)
         for key in keys:
-            write_parquet_atomic(obj[key], self._path(name, key))
+            path = self._path(name, key)
+            write_parquet_atomic(obj[key], path, conform(obj[key], schema))
+            _add_partition_metadata(
+                context, key, {**table_metadata(obj[key]), "path": MetadataValue.path(str(path.resolve()))}
+            )
 
     def load_input(self, context: InputContext) -> pd.DataFrame:
         name = context.asset_key.path[-1]
@@ -73,3 +145,12 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
         if not frames:
             return pd.DataFrame()
         return pd.concat(frames, ignore_index=True)
+
+
+def _add_partition_metadata(context: OutputContext, partition: str, metadata: dict[str, Any]) -> None:
+    """Metadata on one partition's materialization (a range run materializes each partition)."""
+    try:
+        step = AssetExecutionContext.get()
+    except DagsterInvariantViolationError:  # called outside a run (a test of the IO manager alone)
+        return
+    step.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=partition)

@@ -42,3 +42,54 @@ def test_range_run_writes_each_partition_and_loads_all(tmp_path: Path) -> None:
     assert result.success
     out = pd.read_parquet(tmp_path / "tables" / "combined" / "all.parquet")
     assert out["key"].tolist() == ["a", "b"]
+
+
+@asset(partitions_def=parts, backfill_policy=BackfillPolicy.single_run())
+def uneven(context: AssetExecutionContext) -> dict[str, pd.DataFrame]:
+    """Partition a has 1 row, b 2 rows, c none (an empty shard)."""
+    sizes = {"a": 1, "b": 2, "c": 0}
+    return {
+        k: pd.DataFrame({"name": [f"{k}{i}" for i in range(sizes[k])], "n": list(range(sizes[k]))})
+        for k in context.partition_keys
+    }
+
+
+def _materializations(result: object) -> dict[str, dict[str, object]]:
+    return {
+        e.event_specific_data.materialization.partition: {  # type: ignore[attr-defined]
+            k: v.value
+            for k, v in e.event_specific_data.materialization.metadata.items()  # type: ignore[attr-defined]
+        }
+        for e in result.all_events  # type: ignore[attr-defined]
+        if e.event_type_value == "ASSET_MATERIALIZATION"
+    }
+
+
+def test_each_partition_carries_its_own_row_count_schema_and_preview(tmp_path: Path) -> None:
+    io = PartitionedParquetIOManager(base_dir=str(tmp_path))
+    tags = {"dagster/asset_partition_range_start": "a", "dagster/asset_partition_range_end": "c"}
+    result = materialize([uneven], resources={"io_manager": io}, tags=tags, instance=DagsterInstance.ephemeral())
+    assert result.success
+    meta = _materializations(result)
+    assert {k: m["dagster/row_count"] for k, m in meta.items()} == {"a": 1, "b": 2, "c": 0}
+    for key, m in meta.items():
+        assert len(pd.read_parquet(tmp_path / "tables" / "uneven" / f"{key}.parquet")) == m["dagster/row_count"]
+        assert [c.name for c in m["dagster/column_schema"].columns] == ["name", "n"]  # type: ignore[attr-defined]
+    assert "b1" in str(meta["b"]["preview"]) and "b1" not in str(meta["a"]["preview"])
+
+
+def test_an_empty_partition_has_the_types_of_its_siblings_alone_or_in_a_range(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    io = PartitionedParquetIOManager(base_dir=str(tmp_path))
+    folder = tmp_path / "tables" / "uneven"
+    instance = DagsterInstance.ephemeral()
+    # c alone first, with no sibling on disk: its types cannot be known yet.
+    assert materialize([uneven], resources={"io_manager": io}, partition_key="c", instance=instance).success
+    tags = {"dagster/asset_partition_range_start": "a", "dagster/asset_partition_range_end": "c"}
+    assert materialize([uneven], resources={"io_manager": io}, tags=tags, instance=instance).success
+    typed = pq.read_schema(folder / "a.parquet")
+    assert pq.read_schema(folder / "c.parquet").types == typed.types
+    # c alone again, now with siblings on disk: the siblings' types.
+    assert materialize([uneven], resources={"io_manager": io}, partition_key="c", instance=instance).success
+    assert pq.read_schema(folder / "c.parquet").types == typed.types
