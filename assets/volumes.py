@@ -5,8 +5,14 @@ One run covers a whole shard range (``single_run`` backfill policy). Outputs are
 table (``<out>/tables/volumes/<shard>.parquet``); bad volumes go to
 ``<out>/volumes/quarantine/<shard>.csv`` and the merged ``<out>/volumes/quarantine.csv``,
 and the ``no_quarantined_volumes`` check fails (severity ERROR) while the build goes on.
+
+A missing file, a dangling link, an unreadable entry and a VolumeName found in two places are
+quarantined like a corrupt file. The shards' ``.npy`` files are exactly their manifest: others of
+their volumes are moved aside to ``<out>/volumes/.stale/<timestamp>/`` (metadata ``stale_moved_aside``),
+and a killed worker's temporary files are removed at the start of the next run of the shard.
 """
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +31,7 @@ from dagster import (
 from assets.metadata import table_metadata
 from assets.partitions import GPU_OP_TAGS, GPU_POOL, shard_partitions, single_run
 from rad3d_pipeline.ctrate import CtrateInputError, read_metadata
+from rad3d_pipeline.volumes.outputs import move_aside_stale, remove_temp_files
 from rad3d_pipeline.volumes.runner import (
     QUARANTINE_COLUMNS,
     RunOptions,
@@ -85,7 +92,12 @@ def volumes(
     settings: Rad3dSettings,
     volume_settings: VolumeSettings,
 ) -> Iterator[Output[dict[str, pd.DataFrame]] | AssetCheckResult]:
+    started = time.time()
     shards = list(context.partition_keys)
+    # A killed worker's half-written .npy of these shards: gone before anything is planned (never counted).
+    leftovers = remove_temp_files(settings.out, shards, settings.n_shards, older_than=started)
+    if leftovers:
+        context.log.info(f"volumes: removed {len(leftovers)} leftover temporary file(s) of an interrupted run")
     profiles = volume_settings.profile_list()
     device = volume_settings.resolved_device()
     wanted_splits = volume_settings.split_tuple()
@@ -131,13 +143,13 @@ def volumes(
     for result in run_jobs(jobs, profiles, options, volume_settings.workers, progress):
         rows.extend(result.rows)
         quarantined.extend(result.quarantine)
-    # A stale output of a now-broken (volume, profile) must not be read downstream; outputs the
-    # manifest lists (another profile of the same volume that did succeed) stay.
-    listed = {(str(r["VolumeName"]), str(r["profile"])) for r in rows}
-    for row in quarantined:
-        for profile in profiles:
-            if (str(row["VolumeName"]), profile.name) not in listed:
-                output_path(settings.out, profile.name, str(row["VolumeName"])).unlink(missing_ok=True)
+    # The shards' outputs are exactly the manifest: a now-broken (volume, profile), a profile no longer
+    # set, a volume gone from the tree or a split no longer built must not be read downstream.
+    current = [output_path(settings.out, str(r["profile"]), str(r["VolumeName"])) for r in rows]
+    stale = move_aside_stale(settings.out, shards, settings.n_shards, current)
+    if stale:
+        where = stale[0][1].parent.parent
+        context.log.warning(f"volumes: moved {len(stale)} output(s) that no longer belong to these shards to {where}")
 
     manifest = manifest_frame(rows)
     quarantine = quarantine_frame(quarantined)
@@ -167,7 +179,10 @@ def volumes(
         "workers": volume_settings.workers,
         "rescale_applied": ", ".join(f"{k}={v}" for k, v in manifest["rescale_applied"].value_counts().items()),
         "output_dir": MetadataValue.path(str(settings.out / "volumes")),
+        "stale_moved_aside": MetadataValue.int(len(stale)),
     }
+    if stale:
+        meta["stale_dir"] = MetadataValue.path(str(stale[0][1].parent.parent))
     by_shard = {shard: manifest[manifest["shard"] == shard].reset_index(drop=True) for shard in shards}
     yield Output(by_shard, metadata=meta)
     reasons = quarantine["reason"].str.split(" \\(", regex=True).str[0].value_counts().head(10)

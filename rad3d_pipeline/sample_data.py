@@ -9,18 +9,33 @@ writer), which receives each volume's path in CT-RATE's tree and what its report
 may return the volume with the grid it actually wrote (spacing, rows, columns), which the
 metadata CSV then records. Every patient whose number is a multiple of 7 carries the DICOM
 intercept -8192 instead of -1024 (CT-RATE has such volumes).
+
+A sample folder holds exactly what the last call wrote. The files written are listed in
+``<out>/.rad3d-sample-data`` (and, while a call runs, appended one by one to
+``<out>/.rad3d-sample-data.journal`` before each is written, so a killed call leaves nothing
+unlisted); a rerun with other settings (fewer patients, another seed, no volumes) removes what it
+no longer writes. A folder that holds files sample-data did not write (a real CT-RATE download,
+a build's outputs) is refused with :class:`~rad3d_pipeline.errors.SampleDataError`, as is a
+folder that predates the list unless it is recognisably an earlier sample (every metadata row
+``SYNTHETIC``, every file one that sample would have written).
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
+from rad3d_pipeline.errors import SampleDataError
 from rad3d_pipeline.labels import CTRATE_LABELS, TEMPORAL_LABELS
 
+MARKER = ".rad3d-sample-data"
+JOURNAL = ".rad3d-sample-data.journal"
+_MARKER_HEADER = "# rad3d sample-data: the files it wrote in this folder, one relative path a line"
 SPLIT_FILE = {"train": "train", "valid": "validation"}
 LABEL_FILE = {"train": "train", "valid": "valid"}
 LOBES: tuple[tuple[str, str], ...] = (
@@ -101,7 +116,8 @@ class SampleSummary:
     root: Path
     patients: dict[str, int]
     volumes: dict[str, int]
-    files: list[Path] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)  # the CSV files
+    removed: list[Path] = field(default_factory=list)  # files of an earlier call that this one no longer writes
 
 
 @dataclass
@@ -221,6 +237,147 @@ def _number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
 
+def _present_files(root: Path) -> list[str]:
+    """Every non-directory entry under ``root`` (links to folders included), relative, POSIX style."""
+    present: list[str] = []
+    for folder, dirs, files in os.walk(root):
+        links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]
+        dirs[:] = [d for d in dirs if d not in links]
+        for name in [*files, *links]:
+            present.append(Path(folder, name).relative_to(root).as_posix())
+    return sorted(present)
+
+
+def _read_list(path: Path) -> set[str]:
+    if not path.is_file():
+        return set()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return {line for line in lines if line and not line.startswith("#")}
+
+
+def _is_temp_of(rel: str, known: set[str]) -> bool:
+    """``dir/.name.tmp...``: a temporary file of a writer that was writing ``dir/name``."""
+    parent, _, name = rel.rpartition("/")
+    if not name.startswith(".") or ".tmp" not in name:
+        return False
+    target = name[1:].split(".tmp", 1)[0]
+    return f"{parent}/{target}".lstrip("/") in known
+
+
+def _legacy_sample(root: Path, present: list[str]) -> bool:
+    """A folder an earlier rad3d sample-data wrote before it kept a list: every metadata row is
+    ``SYNTHETIC`` and every file is one of its CSVs or volumes (or a writer's temporary file)."""
+    for prefix in ("dataset/", ""):
+        csvs = {
+            f"{prefix}{folder}/{name}"
+            for split in SPLIT_FILE
+            for folder, name in (
+                ("radiology_text_reports", f"{SPLIT_FILE[split]}_reports.csv"),
+                ("multi_abnormality_labels", f"{LABEL_FILE[split]}_predicted_labels.csv"),
+                ("metadata", f"{SPLIT_FILE[split]}_metadata.csv"),
+            )
+        }
+        allowed = set(csvs)
+        metadata = [f"{prefix}metadata/{SPLIT_FILE[split]}_metadata.csv" for split in SPLIT_FILE]
+        if not any((root / rel).is_file() for rel in metadata):
+            continue
+        try:
+            for rel in metadata:
+                if not (root / rel).is_file():
+                    continue
+                with (root / rel).open(newline="", encoding="utf-8") as handle:
+                    for row in csv.DictReader(handle):
+                        if row.get("Manufacturer") != "SYNTHETIC":
+                            return False
+                        name = row.get("VolumeName") or ""
+                        split, _, rest = name.partition("_")
+                        number, _, scan_rest = rest.partition("_")
+                        letter = scan_rest.partition("_")[0]
+                        allowed.add(f"{prefix}{split}/{split}_{number}/{split}_{number}_{letter}/{name}")
+        except (OSError, UnicodeDecodeError, csv.Error):
+            return False
+        return all(rel in allowed or _is_temp_of(rel, allowed) for rel in present)
+    return False
+
+
+def _known_files(root: Path) -> set[str]:
+    """The files an earlier call wrote here; :class:`SampleDataError` when the folder holds any other."""
+    if not root.exists():
+        return set()
+    if not root.is_dir():
+        raise SampleDataError(f"{root}: exists and is not a folder")
+    present = [rel for rel in _present_files(root) if rel not in (MARKER, JOURNAL, f".{MARKER}.tmp")]
+    if not present:
+        return set()
+    if (root / MARKER).is_file() or (root / JOURNAL).is_file():
+        known = _read_list(root / MARKER) | _read_list(root / JOURNAL)
+    elif _legacy_sample(root, present):
+        known = set(present)
+    else:
+        known = set()
+    foreign = [rel for rel in present if rel not in known and not _is_temp_of(rel, known)]
+    if foreign:
+        raise SampleDataError(
+            f"{root}: holds {len(foreign)} file(s) that rad3d sample-data did not write (first: {foreign[0]}); "
+            "choose an empty or new folder (a sample folder is rewritten in place, so it must only hold a sample)"
+        )
+    return known
+
+
+def _write_list(path: Path, files: Iterable[str]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join([_MARKER_HEADER, *sorted(set(files))]) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _remove_stale(root: Path, known: set[str], written: set[str]) -> list[Path]:
+    """Remove what an earlier call wrote and this one did not, writers' leftover temporary files, and
+    the folders that leaves empty."""
+    doomed = [rel for rel in sorted(known - written)]
+    doomed += [rel for rel in _present_files(root) if rel not in known and _is_temp_of(rel, known | written)]
+    removed: list[Path] = []
+    for rel in doomed:
+        path = root / rel
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+            removed.append(path)
+    for path in sorted({p.parent for p in removed}, key=lambda p: len(p.parts), reverse=True):
+        while path != root and root in path.parents:
+            try:
+                path.rmdir()
+            except OSError:  # not empty (or not ours to remove)
+                break
+            path = path.parent
+    return removed
+
+
+class _Journal:
+    """The files of this call, listed before each is written, so that a killed call leaves none unlisted."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.written: set[str] = set()
+        self._handle: IO[str] = (root / JOURNAL).open("w", encoding="utf-8")
+        self._handle.write(_MARKER_HEADER + "\n")
+        self._handle.flush()
+
+    def add(self, path: Path) -> Path:
+        rel = path.relative_to(self.root).as_posix()
+        if rel not in self.written:
+            self.written.add(rel)
+            self._handle.write(rel + "\n")
+            self._handle.flush()
+        return path
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def _check_patients(patients: int) -> None:
+    if isinstance(patients, bool) or not isinstance(patients, int) or patients < 1:
+        raise SampleDataError(f"--patients must be a whole number of at least 1, got {patients!r}")
+
+
 def write_sample_dataset(
     out: Path,
     patients: int = 40,
@@ -229,10 +386,40 @@ def write_sample_dataset(
     dataset_folder: bool = True,
     volume_writer: Callable[[Path, SampleVolume], SampleVolume | None] | None = None,
 ) -> SampleSummary:
-    """Write the sample under ``out`` (``out/dataset/...`` when ``dataset_folder``); see the module doc."""
-    if patients < 1:
-        raise ValueError(f"patients must be at least 1, got {patients}")
+    """Write the sample under ``out`` (``out/dataset/...`` when ``dataset_folder``), remove what an earlier
+    call wrote there and this one does not; see the module doc.
+
+    Raises :class:`~rad3d_pipeline.errors.SampleDataError` for ``patients < 1`` and for a folder that
+    holds files sample-data did not write (nothing is written then).
+    """
+    _check_patients(patients)
     root = Path(out)
+    known = _known_files(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        _write_list(root / MARKER, known)  # the union survives a call killed before it ends
+        journal = _Journal(root)
+    except OSError as exc:
+        raise SampleDataError(f"{root}: cannot write the sample there ({exc.strerror or exc})") from exc
+    try:
+        summary = _write_sample(root, patients, seed, dataset_folder, volume_writer, journal)
+    finally:
+        journal.close()
+    removed = _remove_stale(root, known, journal.written)
+    _write_list(root / MARKER, journal.written)
+    (root / JOURNAL).unlink(missing_ok=True)
+    summary.removed.extend(removed)
+    return summary
+
+
+def _write_sample(
+    root: Path,
+    patients: int,
+    seed: int,
+    dataset_folder: bool,
+    volume_writer: Callable[[Path, SampleVolume], SampleVolume | None] | None,
+    journal: _Journal,
+) -> SampleSummary:
     base = root / "dataset" if dataset_folder else root
     rng = random.Random(f"rad3d-sample:{seed}")
     n_valid = max(1, round(patients * 0.25)) if patients >= 2 else 0
@@ -272,7 +459,7 @@ def write_sample_dataset(
                     if volume_writer is not None:
                         patient_dir = f"{split}_{number}"
                         path = base / split / patient_dir / f"{patient_dir}_{letter}" / name
-                        volume = volume_writer(path, volume) or volume
+                        volume = volume_writer(journal.add(path), volume) or volume
                     rows[split]["metadata"].append(
                         [
                             name,
@@ -307,7 +494,7 @@ def write_sample_dataset(
         }
         for kind, path in targets.items():
             path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("w", newline="", encoding="utf-8") as handle:
+            with journal.add(path).open("w", newline="", encoding="utf-8") as handle:
                 writer = csv.writer(handle)
                 writer.writerow(headers[kind])
                 writer.writerows(rows[split][kind])

@@ -139,7 +139,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[Path, ScanMetadata | None, st
         "missing metadata": (good, None, "missing metadata row"),
         "zero spacing": (good, ScanMetadata(0.0, 8.0, 1.0, -1024.0), "absurd XYSpacing 0.0"),
         "absurd spacing": (good, ScanMetadata(4.0, 250.0, 1.0, -1024.0), "absurd ZSpacing 250.0"),
-        "missing file": (tmp_path / "absent.nii.gz", META, "No such file"),
+        "missing file": (tmp_path / "absent.nii.gz", META, "file not found"),
     }
 
 

@@ -21,6 +21,7 @@ import importlib
 import io
 import math
 import os
+import stat
 import uuid
 import zlib
 from dataclasses import dataclass
@@ -36,6 +37,68 @@ READERS: tuple[Reader, ...] = ("nibabel", "sitk")
 
 class BadVolume(Exception):
     """A volume that cannot be processed; the message is the quarantine reason."""
+
+
+_FILE_KINDS: tuple[tuple[Any, str], ...] = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words (``a directory``, ``a FIFO (named pipe)``...)."""
+    return next((words for test, words in _FILE_KINDS if test(mode)), "not a regular file")
+
+
+def os_error_reason(path: Path, exc: OSError) -> str:
+    """The quarantine reason for an OS error met while reading ``path``: missing, dangling link, permission..."""
+    if isinstance(exc, FileNotFoundError):
+        if os.path.islink(path):
+            try:
+                target = os.readlink(path)
+            except OSError:
+                target = "?"
+            return f"dangling symbolic link (points to {target}, which does not exist)"
+        return "file not found (listed, but gone when it was read)"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, IsADirectoryError):
+        return "a directory, not a volume file"
+    words = exc.strerror or str(exc)
+    return f"unreadable ({type(exc).__name__}: {words})"
+
+
+def open_regular_file(path: Path) -> int:
+    """Open ``path`` for reading and return the descriptor, or raise :class:`BadVolume` with the reason.
+
+    Opened non-blocking so that a FIFO in place of a volume is refused instead of waiting forever
+    for a writer; the file type is checked on the open descriptor (no race with a swap after a check).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise BadVolume(os_error_reason(path, exc)) from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise BadVolume(f"{file_kind(mode)}, not a volume file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_file_bytes(path: Path) -> bytes:
+    """The whole file, or :class:`BadVolume` naming what went wrong (missing, dangling link, permission, I/O)."""
+    fd = open_regular_file(path)
+    try:
+        with os.fdopen(fd, "rb", closefd=True) as handle:
+            return handle.read()
+    except OSError as exc:
+        raise BadVolume(os_error_reason(path, exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -116,8 +179,8 @@ def _nifti_header(raw: bytes) -> Any:
 
 def read_nibabel(path: Path) -> RawVolume:
     """nibabel parses the header; the voxels come from one whole-buffer inflate (no copy after it)."""
+    blob = read_file_bytes(path)
     try:
-        blob = path.read_bytes()
         raw = _inflate(path, blob) if path.name.endswith(".gz") else blob
         del blob
     except BadVolume:
@@ -188,10 +251,10 @@ def read_sitk(path: Path) -> RawVolume:
 
 def read_volume(path: Path, reader: Reader = "nibabel") -> RawVolume:
     """Read one volume; raise :class:`BadVolume` with the reason when it cannot be used."""
-    if not path.is_file():
-        raise BadVolume(f"file not found: {path}")
     if reader not in READERS:
         raise ValueError(f"unknown reader {reader!r}: use one of {', '.join(READERS)}")
+    if reader == "sitk":  # SimpleITK opens the file itself: refuse what it would fail on or block on first
+        os.close(open_regular_file(path))
     raw = read_nibabel(path) if reader == "nibabel" else read_sitk(path)
     return raw
 

@@ -6,8 +6,12 @@ each worker with ``cpu_count // workers`` torch threads. Outputs go to
 ``<out>/volumes/<profile>/<VolumeName without .nii.gz>.npy``, written atomically.
 
 Bad input never stops the run: a missing metadata row, zero or absurd spacing, a
-truncated or non-gzip file, a non-NIfTI file, 4-D or 2-D data, NaN or a constant volume
-becomes a quarantine record ``(VolumeName, shard, source_path, reason)``.
+truncated or non-gzip file, a non-NIfTI file, 4-D or 2-D data, NaN or a constant volume,
+a listed file that is gone at read time, a dangling link, a directory or FIFO named like a
+volume, permission denied, a scan folder that cannot be listed, and a VolumeName found in two
+places (two scan folders, or ``dataset/<split>`` and ``<split>`` at the root: quarantined once,
+every path in ``source_path`` joined by `` | ``) becomes a quarantine record
+``(VolumeName, shard, source_path, reason)``. Only an unreadable split folder stops the run.
 
 Skip on rerun: a (volume, profile) is skipped when its source file has the recorded size
 and mtime, the profile version is unchanged, and the output exists with the recorded sha256.
@@ -32,12 +36,14 @@ import pandas as pd
 
 from rad3d_pipeline.cpus import usable_cpus
 from rad3d_pipeline.ctrate import VOLUME_NAME_RE, CtrateLayout, Split
+from rad3d_pipeline.errors import InputFileError
 from rad3d_pipeline.patients import shard_key
 from rad3d_pipeline.volumes.io import (
     BadVolume,
     RawVolume,
     file_sha256,
     header_scaling,
+    os_error_reason,
     read_volume,
     save_npy_atomic,
 )
@@ -75,6 +81,7 @@ QUARANTINE_COLUMNS: tuple[str, ...] = ("VolumeName", "shard", "source_path", "re
 XY_SPACING_MM = (0.05, 10.0)
 Z_SPACING_MM = (0.05, 20.0)
 PATIENT_DIR_RE = re.compile(r"^(train|valid)_(\d+)$")
+VOLUME_SUFFIXES = (".nii.gz", ".nii")
 
 
 @dataclass(frozen=True)
@@ -129,35 +136,78 @@ def resolve_device(setting: str) -> str:
     return setting
 
 
+def split_roots(layout: CtrateLayout, split: str) -> list[Path]:
+    """The folders a split's patient folders may sit in: ``<base>/<split>``, and, when the base is the
+    ``dataset/`` level, the CT-RATE root's own ``<split>`` too (a tree half moved into ``dataset/``)."""
+    roots = [layout.base / split]
+    if layout.base.name == "dataset":
+        roots.append(layout.base.parent / split)
+    return [root for root in roots if root.is_dir()]
+
+
+def _listed_volumes(
+    root: Path, split: str, shards: set[str], n_shards: int, unlisted: list[dict[str, Any]]
+) -> Iterator[tuple[str, str, Path]]:
+    """``(name, shard, path)`` of every volume-named entry under the patient folders of ``root`` (files,
+    links, and anything else named like a volume, which the read then quarantines with what it is).
+    A folder that cannot be listed goes to ``unlisted`` as a quarantine record: its volumes are not lost
+    silently."""
+    try:
+        patients = sorted(os.scandir(root), key=lambda e: e.name)
+    except OSError as exc:  # the whole split's folder: a file-level fault, not one volume's
+        raise InputFileError(f"{root}: volume folder not readable ({os_error_reason(root, exc)})") from exc
+    for patient_dir in patients:
+        match = PATIENT_DIR_RE.match(patient_dir.name)
+        if match is None or match.group(1) != split or not patient_dir.is_dir():
+            continue
+        shard = shard_key(patient_dir.name, n_shards)
+        if shard not in shards:
+            continue
+
+        def not_listed(exc: OSError, shard: str = shard, top: str = patient_dir.path) -> None:
+            folder = Path(exc.filename or top)
+            reason = f"folder not listed ({os_error_reason(folder, exc)}): its volumes are missing from the build"
+            record = {"VolumeName": f"{folder.name}/", "shard": shard, "source_path": str(folder), "reason": reason}
+            unlisted.append(record)
+
+        for folder, dirs, files in os.walk(patient_dir.path, onerror=not_listed):
+            dirs.sort()
+            # A folder named like a volume (an unpacked archive, a botched copy) is listed as a volume, not entered.
+            named = [d for d in dirs if d.endswith(VOLUME_SUFFIXES) and not d.startswith(".")]
+            dirs[:] = [d for d in dirs if d not in named]
+            for name in sorted([*files, *named]):
+                if name.endswith(VOLUME_SUFFIXES) and not name.startswith("."):
+                    yield name, shard, Path(folder) / name
+
+
 def discover_volumes(
     layout: CtrateLayout, splits: Iterable[Split], shards: set[str], n_shards: int
 ) -> tuple[list[tuple[str, str, str, Path]], list[dict[str, Any]]]:
     """``(VolumeName, split, shard, path)`` of every .nii.gz of the wanted shards, and quarantine
-    records for .nii.gz files whose name is not a CT-RATE VolumeName."""
-    found: list[tuple[str, str, str, Path]] = []
+    records for names that are not a CT-RATE VolumeName of their patient folder and for a VolumeName
+    found in more than one place (quarantined once, with every path: which copy is right is not ours
+    to guess). What an entry is (a dangling link, a directory, a FIFO) is decided when it is read."""
+    places: dict[str, list[tuple[str, str, Path]]] = {}
     bad: list[dict[str, Any]] = []
     for split in splits:
-        root = layout.base / split
-        if not root.is_dir():
+        for root in split_roots(layout, split):
+            for name, shard, path in _listed_volumes(root, split, shards, n_shards, bad):
+                vid = VOLUME_NAME_RE.match(name)
+                patient = path.relative_to(root).parts[0]
+                if vid is None or f"{vid.group(1)}_{vid.group(2)}" != patient:
+                    reason = f"malformed VolumeName {name!r} in {patient}/"
+                    bad.append({"VolumeName": name, "shard": shard, "source_path": str(path), "reason": reason})
+                    continue
+                places.setdefault(name, []).append((split, shard, path))
+    found: list[tuple[str, str, str, Path]] = []
+    for name, where in sorted(places.items()):
+        first_split, shard, first_path = where[0]
+        if len(where) == 1:
+            found.append((name, first_split, shard, first_path))
             continue
-        for patient_dir in sorted(os.scandir(root), key=lambda e: e.name):
-            match = PATIENT_DIR_RE.match(patient_dir.name)
-            if not patient_dir.is_dir() or match is None or match.group(1) != split:
-                continue
-            shard = shard_key(patient_dir.name, n_shards)
-            if shard not in shards:
-                continue
-            for folder, _, files in sorted(os.walk(patient_dir.path)):
-                for name in sorted(files):
-                    if not name.endswith((".nii.gz", ".nii")) or name.startswith("."):
-                        continue
-                    path = Path(folder) / name
-                    vid = VOLUME_NAME_RE.match(name)
-                    if vid is None or f"{vid.group(1)}_{vid.group(2)}" != patient_dir.name:
-                        reason = f"malformed VolumeName {name!r} in {patient_dir.name}/"
-                        bad.append({"VolumeName": name, "shard": shard, "source_path": str(path), "reason": reason})
-                        continue
-                    found.append((name, split, shard, path))
+        paths = [str(p) for _, _, p in where]
+        reason = f"found in {len(paths)} places ({'; '.join(paths)}): keep one copy"
+        bad.append({"VolumeName": name, "shard": shard, "source_path": " | ".join(paths), "reason": reason})
     return found, bad
 
 
@@ -184,7 +234,10 @@ def _previous_ok(row: dict[str, Any], size: int, mtime_ns: int, profile: Profile
     if int(row.get("source_size", -1)) != size or int(row.get("source_mtime_ns", -1)) != mtime_ns:
         return False
     path = Path(str(row.get("path", "")))
-    return path.is_file() and file_sha256(path) == row.get("sha256")
+    try:
+        return path.is_file() and file_sha256(path) == row.get("sha256")
+    except OSError:  # an output that cannot be read back is rebuilt
+        return False
 
 
 def plan_jobs(
@@ -207,12 +260,16 @@ def plan_jobs(
     jobs: list[VolumeJob] = []
     kept: list[dict[str, Any]] = []
     for name, split, shard, path in volumes:
-        stat = path.stat()
+        try:
+            stat = path.stat()
+            size, mtime_ns = stat.st_size, stat.st_mtime_ns
+        except OSError:  # dangling, vanished, unreadable: no skip; the read quarantines it with the reason
+            size, mtime_ns = -1, -1
         key = inputs_key(metadata.get(name), version_setting)
         todo = []
         for profile in profiles:
             before = prev.get((name, profile.name))
-            if before is not None and _previous_ok(before, stat.st_size, stat.st_mtime_ns, profile, key):
+            if size >= 0 and before is not None and _previous_ok(before, size, mtime_ns, profile, key):
                 kept.append({**before, "shard": shard, "status": "skipped"})
             else:
                 todo.append(profile.name)
@@ -264,7 +321,10 @@ def process_volume(job: VolumeJob, profiles: dict[str, Profile], options: RunOpt
     try:
         stat = path.stat()
         meta = _check_metadata(job.metadata)
-    except (BadVolume, OSError) as exc:
+    except OSError as exc:  # missing, a dangling link, permission denied on the way
+        result.quarantine.append(_quarantine(job, os_error_reason(path, exc)))
+        return result
+    except BadVolume as exc:
         result.quarantine.append(_quarantine(job, str(exc)))
         return result
     with PeakMemory() as peak:
@@ -274,6 +334,9 @@ def process_volume(job: VolumeJob, profiles: dict[str, Profile], options: RunOpt
             for reader in dict.fromkeys(p.reader for p in wanted):
                 raws[reader] = read_volume(path, reader)
                 _check_values(raws[reader])
+            first = raws.get("nibabel") or next(iter(raws.values()))
+            # nibabel sees the header's own scaling; with SimpleITK alone it is read from the header.
+            scaling = first.header_scaling if "nibabel" in raws else header_scaling(path)
         except BadVolume as exc:
             result.quarantine.append(_quarantine(job, str(exc)))
             return result
@@ -281,9 +344,6 @@ def process_volume(job: VolumeJob, profiles: dict[str, Profile], options: RunOpt
             result.quarantine.append(_quarantine(job, f"unreadable ({type(exc).__name__}: {exc})"))
             return result
         read_seconds = time.perf_counter() - began
-        first = raws.get("nibabel") or next(iter(raws.values()))
-        # nibabel sees the header's own scaling; with SimpleITK alone it is read from the header.
-        scaling = first.header_scaling if "nibabel" in raws else header_scaling(path)
         rescale, version = decide_rescale(options.version, scaling, first.data, meta.slope, meta.intercept)
         release_free_memory()  # the validation's temporaries: back to the OS before the big output buffer
         spacing = (meta.z_spacing, meta.xy_spacing, meta.xy_spacing)
