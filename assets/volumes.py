@@ -31,6 +31,7 @@ from dagster import (
 from assets.metadata import table_metadata
 from assets.partitions import GPU_OP_TAGS, GPU_POOL, shard_partitions, single_run
 from rad3d_pipeline.ctrate import CtrateInputError, read_metadata
+from rad3d_pipeline.progress import Progress
 from rad3d_pipeline.volumes.outputs import move_aside_stale, remove_temp_files
 from rad3d_pipeline.volumes.runner import (
     QUARANTINE_COLUMNS,
@@ -131,9 +132,12 @@ def volumes(
         f"{', '.join(p.name for p in profiles)}; device {device}; {volume_settings.workers} worker(s)"
     )
 
+    counter: list[Progress] = []
+
     def progress(i: int, total: int, result: VolumeResult) -> None:
-        if i == total or i % 25 == 0:
-            context.log.info(f"volumes: {i}/{total}")
+        if not counter:
+            counter.append(Progress(f"volumes [{shards[0]}..{shards[-1]}]", total, unit="volumes"))
+        counter[0].advance()
         for row in result.quarantine:
             context.log.warning(f"quarantined {row['VolumeName']}: {row['reason']}")
 
