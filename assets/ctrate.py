@@ -1,15 +1,31 @@
 """CT-RATE ingestion: validated label and report tables, and the patients table.
 
 Each asset reads only its own file: Tasks 4-6 need the labels alone, the sentences the
-reports alone, so a missing file fails only the assets that read it.
+reports alone, so a missing or unreadable file fails only the assets that read it (with one
+line naming the file, line and reason), and a damaged record is quarantined, not fatal.
+``ctrate_labels`` also compares which volumes the label and report files list (a scan of their
+record starts, never a dependency on ``ctrate_reports``) and writes the counts to
+``<out>/quarantine/crosscheck.json``; its ``labels_match_reports`` check warns on any gap.
 """
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
-from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, Output, asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    MetadataValue,
+    Output,
+    asset,
+)
 
 from assets.metadata import table_metadata, write_quarantine
+from rad3d_pipeline.ctrate import LoadResult
 from rad3d_pipeline.patients import build_patients
 from resources.ctrate_source import CtrateSource
 from resources.settings import Rad3dSettings
@@ -20,14 +36,20 @@ GROUP = "ctrate"
 def _load(
     context: AssetExecutionContext,
     name: str,
-    result_table: pd.DataFrame,
-    quarantine: pd.DataFrame,
+    loaded: LoadResult,
     settings: Rad3dSettings,
 ) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
+    result_table, quarantine = loaded.table, loaded.quarantine
     meta = {**table_metadata(result_table), **write_quarantine(quarantine, settings.quarantine_path(name))}
     meta["splits"] = ", ".join(settings.split_tuple())
+    meta["identical_duplicates_collapsed"] = MetadataValue.int(loaded.counts.get("identical_duplicates_collapsed", 0))
+    if len(quarantine):
+        kinds = quarantine["reason"].str.replace(r"\s*(?:[:(]| of line | before line ).*$", "", regex=True)
+        reasons = kinds.value_counts()
+        meta["quarantine_reasons"] = MetadataValue.md(reasons.head(10).rename("rows").to_frame().to_markdown())
     for row in quarantine.head(20).itertuples(index=False):
-        context.log.warning(f"quarantined {row.source} line {row.row} ({row.VolumeName}): {row.reason}")
+        span = f"-{row.line + row.lines - 1:,}" if row.lines > 1 else ""
+        context.log.warning(f"quarantined {row.source} line {row.line:,}{span} ({row.VolumeName}): {row.reason}")
     yield Output(result_table, metadata=meta)
     yield AssetCheckResult(
         check_name="no_quarantined_rows",
@@ -37,10 +59,50 @@ def _load(
     )
 
 
+def crosscheck_path(settings: Rad3dSettings) -> Path:
+    return settings.out / "quarantine" / "crosscheck.json"
+
+
+def _crosscheck_result(
+    context: AssetExecutionContext, counts: dict[str, dict[str, Any]], path: Path
+) -> AssetCheckResult:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(counts, indent=2) + "\n")
+    tmp.replace(path)
+    meta: dict[str, Any] = {"crosscheck_file": MetadataValue.path(str(path))}
+    gaps = []
+    for split, entry in counts.items():
+        if entry.get("skipped"):
+            gaps.append(f"{split}: cross-check skipped ({entry['skipped']})")
+            continue
+        for key in ("reports_without_labels", "labels_without_reports"):
+            meta[f"{split}_{key}"] = MetadataValue.int(int(entry[key]))
+            if entry[key]:
+                examples = ", ".join(entry[f"{key}_examples"])
+                gaps.append(f"{split}: {entry[key]:,} {key.replace('_', ' ')} (e.g. {examples})")
+    for gap in gaps:
+        context.log.warning(f"ctrate_labels cross-check: {gap}")
+    return AssetCheckResult(
+        check_name="labels_match_reports",
+        passed=not gaps,
+        severity=AssetCheckSeverity.WARN,
+        metadata={**meta, "gaps": MetadataValue.md("\n".join(f"- {g}" for g in gaps) or "(none)")},
+    )
+
+
 @asset(
     group_name=GROUP,
-    code_version="1",
-    check_specs=[AssetCheckSpec("no_quarantined_rows", asset="ctrate_labels")],
+    code_version="2",
+    check_specs=[
+        AssetCheckSpec("no_quarantined_rows", asset="ctrate_labels"),
+        AssetCheckSpec(
+            "labels_match_reports",
+            asset="ctrate_labels",
+            description="Warns when a split has volumes with a report but no label row, or the reverse "
+            "(counts and examples in <out>/quarantine/crosscheck.json).",
+        ),
+    ],
     deps=["ctrate_label_files"],
     description="CT-RATE's 18 abnormality labels per volume, validated (bad rows quarantined with the reason).",
 )
@@ -48,12 +110,13 @@ def ctrate_labels(
     context: AssetExecutionContext, ctrate: CtrateSource, settings: Rad3dSettings
 ) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
     loaded = ctrate.labels(settings.split_tuple())
-    yield from _load(context, "ctrate_labels", loaded.table, loaded.quarantine, settings)
+    yield from _load(context, "ctrate_labels", loaded, settings)
+    yield _crosscheck_result(context, ctrate.crosscheck(settings.split_tuple()), crosscheck_path(settings))
 
 
 @asset(
     group_name=GROUP,
-    code_version="1",
+    code_version="2",
     check_specs=[AssetCheckSpec("no_quarantined_rows", asset="ctrate_reports")],
     deps=["ctrate_report_files"],
     description="CT-RATE's English radiology reports (findings, impressions), validated.",
@@ -62,7 +125,7 @@ def ctrate_reports(
     context: AssetExecutionContext, ctrate: CtrateSource, settings: Rad3dSettings
 ) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
     loaded = ctrate.reports(settings.split_tuple())
-    yield from _load(context, "ctrate_reports", loaded.table, loaded.quarantine, settings)
+    yield from _load(context, "ctrate_reports", loaded, settings)
 
 
 @asset(
@@ -86,7 +149,7 @@ def patients(ctrate_labels: pd.DataFrame, settings: Rad3dSettings) -> Iterator[O
 
 @asset(
     group_name=GROUP,
-    code_version="1",
+    code_version="2",
     check_specs=[AssetCheckSpec("no_quarantined_rows", asset="ctrate_metadata")],
     deps=["ctrate_metadata_files"],
     description="CT-RATE scan metadata: in-plane and slice spacing (mm), DICOM rescale slope and intercept.",
@@ -95,4 +158,4 @@ def ctrate_metadata(
     context: AssetExecutionContext, ctrate: CtrateSource, settings: Rad3dSettings
 ) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
     loaded = ctrate.metadata(settings.split_tuple())
-    yield from _load(context, "ctrate_metadata", loaded.table, loaded.quarantine, settings)
+    yield from _load(context, "ctrate_metadata", loaded, settings)

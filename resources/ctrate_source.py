@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from dagster import ConfigurableResource
 from pydantic import Field
 
@@ -9,6 +11,7 @@ from rad3d_pipeline.ctrate import (
     CtrateLayout,
     LoadResult,
     Split,
+    crosscheck,
     read_labels,
     read_metadata,
     read_reports,
@@ -32,3 +35,7 @@ class CtrateSource(ConfigurableResource):
 
     def metadata(self, splits: tuple[Split, ...]) -> LoadResult:
         return read_splits(read_metadata, self.layout(), splits)
+
+    def crosscheck(self, splits: tuple[Split, ...]) -> dict[str, dict[str, Any]]:
+        """Per split, volumes with a report but no label row and the reverse (see ``ctrate.crosscheck``)."""
+        return crosscheck(self.layout(), splits)

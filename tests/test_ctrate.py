@@ -65,7 +65,7 @@ def test_missing_root_and_file_name_the_path(tmp_path: Path) -> None:
 def test_missing_column_names_file_and_column(tmp_path: Path) -> None:
     columns = ["VolumeName", *CTRATE_LABELS[:-1]]
     write_labels(tmp_path, [["valid_1_a_1.nii.gz", *([0] * (len(CTRATE_LABELS) - 1))]], columns=columns)
-    with pytest.raises(CtrateInputError, match=r"valid_predicted_labels\.csv: missing column.*Interlobular"):
+    with pytest.raises(CtrateInputError, match=r"valid_predicted_labels\.csv line 1: missing column.*Interlobular"):
         read_labels(CtrateLayout.resolve(tmp_path), "valid")
 
 
@@ -74,7 +74,7 @@ def test_bad_rows_are_quarantined_and_the_rest_flows(tmp_path: Path) -> None:
         label_row("valid_1_a_1.nii.gz"),
         label_row("valid_1_a.nii.gz"),  # malformed (line 3)
         label_row("valid_2_a_1.nii.gz", 2),  # not 0/1 (line 4)
-        label_row("valid_1_a_1.nii.gz"),  # duplicate (line 5)
+        label_row("valid_1_a_1.nii.gz"),  # identical duplicate (line 5)
         label_row("train_3_a_1.nii.gz"),  # wrong split (line 6)
         label_row("valid_4_b_1.nii.gz", 1),
     ]
@@ -82,12 +82,15 @@ def test_bad_rows_are_quarantined_and_the_rest_flows(tmp_path: Path) -> None:
     result = read_labels(CtrateLayout.resolve(tmp_path), "valid")
     assert list(result.table["VolumeName"]) == ["valid_1_a_1.nii.gz", "valid_4_b_1.nii.gz"]
     assert result.table["Cardiomegaly"].tolist() == [0, 1]
-    q = result.quarantine.sort_values("row").reset_index(drop=True)
-    assert q["row"].tolist() == [3, 4, 5, 6]
+    q = result.quarantine.sort_values("line").reset_index(drop=True)
+    assert q["line"].tolist() == [3, 4, 5, 6]
+    assert q["lines"].tolist() == [1, 1, 1, 1]
+    assert q.at[1, "raw"] == "valid_2_a_1.nii.gz," + ",".join(["2"] * len(CTRATE_LABELS))
+    assert result.counts == {"identical_duplicates_collapsed": 1}
     assert (q["source"] == str(path)).all()
     assert "malformed VolumeName" in q.at[0, "reason"]
     assert "label not 0/1" in q.at[1, "reason"] and "Medical material='2'" in q.at[1, "reason"]
-    assert "duplicate volume: first seen on line 2" in q.at[2, "reason"]
+    assert q.at[2, "reason"] == "identical duplicate of line 2 (collapsed)"
     assert "belongs to split train" in q.at[3, "reason"]
 
 
