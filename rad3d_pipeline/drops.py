@@ -10,9 +10,8 @@ import hashlib
 import os
 from pathlib import Path
 
-import pandas as pd
-
 from rad3d_pipeline.ctrate import VOLUME_NAME_RE, CtrateLayout, Split
+from rad3d_pipeline.ctrate_csv import CtrateInputError, read_csv_file
 from rad3d_pipeline.patients import shard_keys, shard_of
 
 
@@ -46,8 +45,9 @@ def shard_fingerprints(layout: CtrateLayout, splits: tuple[Split, ...], n_shards
         for path in (layout.labels_csv(split), layout.reports_csv(split)):
             if not path.is_file():
                 continue
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-            if "VolumeName" not in frame.columns:
+            try:  # damaged records are left out (the ingest quarantines them); an unreadable file counts as empty
+                frame = read_csv_file(path, ("VolumeName",)).frame
+            except CtrateInputError:
                 continue
             rows = frame.astype(str).agg("\x1f".join, axis=1)
             for name, row in zip(frame["VolumeName"], rows, strict=True):

@@ -455,3 +455,21 @@ def test_damaged_reports_through_dagster(fixtures: Path, tmp_path: Path) -> None
     cross = json.loads((tmp_path / "out2" / "quarantine" / "crosscheck.json").read_text())
     assert cross["valid"]["reports_without_labels"] == 0  # header-only: no report listed
     assert cross["valid"]["labels_without_reports"] == len(fixture_rows(fixtures, LABELS)) - 1
+
+
+def test_drop_fingerprints_survive_a_damaged_reports_file(fixtures: Path, tmp_path: Path) -> None:
+    """The drop sensor reads the same files: a bad byte changes only the damaged patient's shard."""
+    from rad3d_pipeline.drops import changed_shards, shard_fingerprints
+    from rad3d_pipeline.patients import shard_key
+
+    rows = fixture_rows(fixtures, REPORTS)
+    data = to_csv(rows).encode("utf-8")
+    write(tmp_path, REPORTS, data)
+    layout = CtrateLayout.resolve(tmp_path)
+    before = shard_fingerprints(layout, ("valid",), 16)
+    target = rows[10][0]
+    at = data.index(b"normal", data.index(b"\n" + target.encode()) + 1)
+    write(tmp_path, REPORTS, data[:at] + "n\u00e9rmal".encode("latin-1") + data[at + 6 :])
+    after = shard_fingerprints(layout, ("valid",), 16)
+    patient = "_".join(target.split("_")[:2])
+    assert changed_shards(before, after) == [shard_key(patient, 16)]
