@@ -124,22 +124,14 @@ def classify_keywords(question: str, answer: str) -> tuple[bool, str, str]:
 
 
 def parse_spatial_judgement(text: str) -> tuple[bool, str]:
-    """``{"spatial": true, "category": "..."}`` from the judge's reply."""
-    cleaned = clean_reply(text)
-    match = re.search(r"\{.*\}", cleaned, re.DOTALL)
-    if match is None:
-        raise ParseError("no JSON object in the spatial judgement")
-    try:
-        data = json.loads(match.group(0))
-    except json.JSONDecodeError as exc:
-        raise ParseError(f"spatial judgement is not JSON: {exc}") from None
-    spatial = data.get("spatial")
-    if not isinstance(spatial, bool):
-        raise ParseError("'spatial' must be true or false")
-    category = str(data.get("category") or "").strip().lower()
-    if spatial and category not in CATEGORIES:
-        raise ParseError(f"unknown category {category!r}")
-    return spatial, category if spatial else ""
+    """(spatial, category) from the judge's reply: ``{"spatial": true, "category": "..."}`` as the prompt
+    asks, or ``Spatial: yes`` / ``Category: ...`` lines, with the usual drift (see ``parse_spatial_reply``).
+    """
+    from rad3d_pipeline.llm.parsers import parse_spatial_reply
+
+    if not clean_reply(text):
+        raise ParseError("empty spatial judgement")
+    return parse_spatial_reply(text, tuple(CATEGORIES))
 
 
 def classify_frame(frame: pd.DataFrame) -> pd.DataFrame:
