@@ -9,6 +9,13 @@ sbert_cosine`` per file, laid out like its ``reference_metrics.json``); ``3drad`
 task and subtask with the macro average per task. Files are JSONL, CSV or Parquet with a
 ``prediction`` and an answer column (``answer``/``Answer``); for 3drad also ``Task``, ``Subtask``,
 ``QuestionType`` and ``AnswerChoice`` where known (without them every row is one open "all" group).
+
+Every input is checked before anything is computed; a bad one stops the command with exit code 2 and
+one line on stderr naming the file and the line (or byte offset): a missing prediction, answer or
+question column, an empty or header-only file, bytes that are not UTF-8, an empty answer, a task
+that is not 1-6, ``--out`` naming an input or a folder. Results are keyed by each path as given.
+Where 3D-RAD's script has a quirk (empty open predictions skipped, ``"<letter>."`` anywhere counted
+correct) its figure is reproduced and the strict one (``*_strict``) printed and written beside it.
 """
 
 from __future__ import annotations
@@ -33,19 +40,26 @@ _3DRAD_KEYS = {
     "bertscore_f1": ("bertscore_f1", "bertscore"),
     "exact_match": ("exact_match", None),
     "accuracy": ("accuracy", None),
+    "accuracy_strict": ("accuracy_strict", None),
+    "bleu_strict": ("bleu_strict", "bleu"),
+    "rouge1_strict": ("rouge1_f_strict", "rouge"),
+    "meteor_strict": ("meteor_strict", "meteor"),
+    "bertscore_f1_strict": ("bertscore_f1_strict", "bertscore"),
     "parsed_accuracy": ("parsed_accuracy", None),
     "jury_accuracy": ("jury_accuracy", None),
     "alignscore": ("alignscore", None),
 }
 
 
+class InputError(Exception):
+    """A user's input that stops ``rad3d evaluate`` before anything is computed: one line, exit code 2."""
+
+
 def _metrics(value: str | None, protocol: str) -> list[str]:
     names = [m.strip() for m in (value or DEFAULT_METRICS[protocol]).split(",") if m.strip()]
     unknown = [m for m in names if m not in METRIC_CHOICES]
     if unknown:
-        raise SystemExit(
-            f"rad3d evaluate: --metrics: unknown {', '.join(unknown)}; choose from {', '.join(METRIC_CHOICES)}"
-        )
+        raise InputError(f"--metrics: unknown {', '.join(unknown)}; choose from {', '.join(METRIC_CHOICES)}")
     return names
 
 
@@ -83,23 +97,69 @@ def _jury(names: str | None, cache_dir: Path) -> Any:
     return Jury(clients)
 
 
-def evaluate_3drad(path: Path, args: argparse.Namespace, metrics: list[str]) -> dict[str, Any]:
-    from rad3d_pipeline.metrics import (
-        PROTOCOL_VERSIONS,
-        EngineOptions,
-        as_3drad_frame,
-        evaluate_predictions,
-        read_rows,
-        task_summary,
-    )
-    from rad3d_pipeline.text_metrics import BertScoreF1
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
 
-    frame = as_3drad_frame(read_rows(path), model=path.stem)
+
+def check_paths(predictions: list[str], out_arg: str) -> list[Path]:
+    """The prediction files (each as given) and ``--out``, checked before anything is read."""
+    paths = [Path(p) for p in predictions]
+    missing = [p for p in predictions if not Path(p).is_file()]
+    if missing:
+        raise InputError(f"predictions file(s) not found: {', '.join(missing)}")
+    for i, path in enumerate(paths):
+        twice = next((p for p in paths[:i] if _same_file(p, path)), None)
+        if twice is not None:
+            raise InputError(f"{path}: given twice (also as {twice}); give each predictions file once")
+    out = Path(out_arg)
+    if out.is_dir():
+        raise InputError(f"--out {out} is an existing folder; give the path of the JSON report to write")
+    inputs = [p for p in paths if _same_file(p, out)]
+    if inputs:
+        raise InputError(f"--out {out} is the predictions file {inputs[0]}; writing the report would overwrite it")
+    parent = next((p for p in out.absolute().parents if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise InputError(f"--out {out}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: cannot write under {parent}")
+    return paths
+
+
+def _figure(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
+def task_lines(result: dict[str, Any]) -> list[str]:
+    """One line per task: count, skipped empties, each headline figure with its strict figure beside it."""
+    lines = []
+    for label, entry in result["tasks"].items():
+        macro = entry["macro"]
+        scored = sum(s["scored"] for s in entry["subtasks"].values())
+        parts = [f"n={entry['count']}"]
+        if entry["question_type"] == "Open" and scored < entry["count"]:
+            parts.append(f"{entry['count'] - scored} empty predictions skipped by the protocol")
+        for name in ("accuracy", "parsed_accuracy", "bleu", "rouge1_f", "meteor", "bertscore_f1", "exact_match"):
+            if macro.get(name) is None:
+                continue
+            strict = macro.get(f"{name}_strict")
+            beside = f" (strict {_figure(strict)})" if strict is not None else ""
+            parts.append(f"{name} {_figure(macro[name])}{beside}")
+        lines.append(f"  task {label} ({entry['question_type']}): " + ", ".join(parts))
+    return lines
+
+
+def evaluate_3drad(
+    frame: Any, args: argparse.Namespace, metrics: list[str], bertscore: Any, jury: Any
+) -> dict[str, Any]:
+    """The 3D-RAD protocol's report of one checked predictions frame (see metrics.load_predictions)."""
+    from rad3d_pipeline.metrics import PROTOCOL_VERSIONS, EngineOptions, evaluate_predictions, task_summary
+
     if args.lowercase:
         frame["prediction"] = frame["prediction"].str.lower()
         frame["Answer"] = frame["Answer"].str.lower()
-    bertscore: bool | BertScoreF1 = BertScoreF1(model_path=args.bertscore_model) if "bertscore" in metrics else False
-    jury = _jury(args.jury, Path(args.cache_dir))
     options = EngineOptions(bertscore=bertscore, workers=args.workers, jury=jury, jury_label=jury.label if jury else "")
     table = evaluate_predictions(frame, options)
     summary = task_summary(table)
@@ -135,15 +195,35 @@ def evaluate_3drad(path: Path, args: argparse.Namespace, metrics: list[str]) -> 
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from rad3d_pipeline.metrics import PROTOCOL_VERSIONS, spatial_file_metrics
-    from rad3d_pipeline.text_metrics import SentenceEmbedder
+    try:
+        return _evaluate(args)
+    except InputError as exc:
+        print(f"rad3d evaluate: {exc}", file=sys.stderr)
+        return 2
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from rad3d_pipeline.metrics import PROTOCOL_VERSIONS, PredictionFileError, load_predictions, spatial_metrics_of
 
     metrics = _metrics(args.metrics, args.protocol)
-    paths = [Path(p) for p in args.predictions]
-    missing = [str(p) for p in paths if not p.is_file()]
-    if missing:
-        print(f"rad3d evaluate: predictions file(s) not found: {', '.join(missing)}", file=sys.stderr)
-        return 2
+    paths = check_paths(list(args.predictions), args.out)
+    # Every file read and checked before anything is computed: a bad last file costs no scoring time.
+    loaded = []
+    for path in paths:
+        try:
+            loaded.append(load_predictions(path, args.protocol))
+        except (PredictionFileError, FileNotFoundError) as exc:
+            raise InputError(str(exc)) from None
+    bertscore: Any = False
+    jury: Any = None
+    if args.protocol == "3drad":
+        from rad3d_pipeline.text_metrics import BertScoreF1
+
+        try:
+            bertscore = BertScoreF1(model_path=args.bertscore_model) if "bertscore" in metrics else False
+        except FileNotFoundError as exc:
+            raise InputError(f"--bertscore-model: {exc}") from None
+        jury = _jury(args.jury, Path(args.cache_dir))
     report: dict[str, Any] = {
         "protocol": args.protocol,
         "protocol_version": PROTOCOL_VERSIONS[args.protocol],
@@ -151,27 +231,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "metrics": metrics,
         "results": {},
     }
-    embedder = SentenceEmbedder() if args.protocol == "spatial" and "sbert" in metrics else None
-    for path in paths:
-        try:
-            if args.protocol == "spatial":
-                values = spatial_file_metrics(
-                    path, lowercase=args.lowercase, metrics=metrics, workers=args.workers, embedder=embedder
-                )
-            else:
-                values = evaluate_3drad(path, args, metrics)
-        except (ValueError, FileNotFoundError) as exc:
-            print(f"rad3d evaluate: {exc}", file=sys.stderr)
-            return 2
-        report["results"][path.name] = values
+    embedder = None
+    if args.protocol == "spatial" and "sbert" in metrics:
+        from rad3d_pipeline.text_metrics import SentenceEmbedder
+
+        embedder = SentenceEmbedder()
+    for given, file in zip(args.predictions, loaded, strict=True):
+        rows = file.rows
         if args.protocol == "spatial":
-            print(f"{path.name}: " + ", ".join(f"{k}={v:.6g}" for k, v in values.items()))
+            values = spatial_metrics_of(
+                rows["prediction"].tolist(),
+                rows["Answer"].tolist(),
+                lowercase=args.lowercase,
+                metrics=metrics,
+                workers=args.workers,
+                embedder=embedder,
+            )
+            print(f"{given}: " + ", ".join(f"{k}={v:.6g}" for k, v in values.items()))
         else:
-            tasks = ", ".join(f"task {t}: n={e['count']}" for t, e in values["tasks"].items())
-            print(f"{path.name}: {values['count']} rows ({tasks})")
+            values = evaluate_3drad(rows, args, metrics, bertscore, jury)
+            print(f"{given}: {values['count']} rows")
+            print("\n".join(task_lines(values)))
+        report["results"][given] = values
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     print(f"Wrote {out}")
     return 0
 

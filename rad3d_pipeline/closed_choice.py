@@ -6,6 +6,9 @@ Two rules:
   a sample is correct when the answer letter followed by a period (``"B."``) occurs anywhere
   in the generated text. It is lenient (an output listing every choice is "correct") and
   strict at once (a bare ``"B"`` is wrong), but it is what the paper's numbers use.
+* :func:`strict_correct` is that rule without its inflation: the letter rule holds *and* the output
+  names no other choice letter (``"A. Yes B. No"`` is wrong whatever the answer; ``"DNA."`` does not
+  name ``A``). It is never above the letter rule, so the gap between the two shows the inflation.
 * :func:`parse_choice` / :func:`parsed_correct` read the single letter the output chooses,
   from forms such as ``B``, ``B.``, ``(B) No``, ``Answer: B``, ``The answer is B. No``;
   an output naming more than one letter is ambiguous and counts as wrong. When the choice
@@ -32,6 +35,21 @@ def m3d_correct(output: str, answer_letter: str) -> bool:
     Without an answer letter nothing is correct (``"."`` alone would match any sentence).
     """
     return bool(answer_letter) and f"{answer_letter}." in output
+
+
+def named_letters(output: str, letters: str = LETTERS) -> set[str]:
+    """Every choice letter ``output`` names: ``"B."`` standing as a word (the letter rule's form, not inside
+    ``"DNA."``) or a choice-like form :func:`parse_choice` reads (``(B)``, ``B)``, ``Answer: B``, a final ``B``)."""
+    cls = f"[{re.escape(letters)}]"
+    found = {m.group(1) for m in re.finditer(rf"(?<![A-Za-z0-9])({cls})\.", output)}
+    found |= {m.group(1).upper() for pattern in _letter_patterns(letters) for m in pattern.finditer(output)}
+    return found
+
+
+def strict_correct(output: str, answer_letter: str, letters: str = LETTERS) -> bool:
+    """3D-RAD's letter rule without its inflation: ``answer_letter + "."`` occurs and the output names
+    the answer letter and no other (see :func:`named_letters`). An empty output is wrong."""
+    return m3d_correct(output, answer_letter) and named_letters(output, letters) == {answer_letter}
 
 
 def _letter_patterns(letters: str) -> list[re.Pattern[str]]:

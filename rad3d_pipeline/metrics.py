@@ -9,6 +9,10 @@ Input is a predictions frame with the release's columns (``model``, ``Task``, ``
   (:func:`rad3d_pipeline.text_metrics.open_ended_samples`); exact match over all rows;
 * closed questions: 3D-RAD's rule (``"<letter>."`` occurs in the output) and the stricter
   parsed-choice rule (:mod:`rad3d_pipeline.closed_choice`);
+* beside each figure that reproduces an author's quirk, the strict figure (``*_strict``): open
+  text metrics with an empty prediction scored 0 instead of skipped, and the letter rule with a
+  reply that names several letters wrong (:func:`rad3d_pipeline.closed_choice.strict_correct`),
+  so the inflation shows; an empty prediction is never an exact match;
 * optionally, on open questions, the LLM jury's verdict (:mod:`rad3d_pipeline.jury`) and AlignScore.
 
 :func:`metric_table` averages per model x task x subtask; :func:`task_summary` gives the
@@ -27,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 from rad3d_pipeline import text_metrics as tm
-from rad3d_pipeline.closed_choice import LETTERS, m3d_correct, parsed_correct
-from rad3d_pipeline.table_files import read_jsonl_records, read_table_file
+from rad3d_pipeline.closed_choice import LETTERS, m3d_correct, parsed_correct, strict_correct
+from rad3d_pipeline.table_files import TableRows, read_table_rows
 
 # Bump a protocol's version whenever any value it produces could change.
 # -2: numbers in JSONL text fields are read as written (3, not pandas' 3.0)
@@ -36,7 +40,10 @@ PROTOCOL_VERSIONS: dict[str, str] = {"3drad": "3drad-2", "spatial": "spatial-2"}
 GROUP_KEYS = ("model", "Task", "Subtask", "subtask_name", "QuestionType")
 OPEN_METRICS = ("bleu", "rouge1", "meteor", "bertscore_f1")
 CLOSED_METRICS = ("accuracy", "parsed_accuracy")
-SAMPLE_METRICS = (*OPEN_METRICS, "exact_match", *CLOSED_METRICS, "jury_correct", "alignscore")
+# The strict figure beside each reproduced quirk: empty open predictions score 0 (3D-RAD skips them),
+# a closed reply naming several letters is wrong (3D-RAD's "<letter>." anywhere counts it correct).
+STRICT_METRICS = tuple(f"{name}_strict" for name in (*OPEN_METRICS, "accuracy"))
+SAMPLE_METRICS = (*OPEN_METRICS, "exact_match", *CLOSED_METRICS, *STRICT_METRICS, "jury_correct", "alignscore")
 TABLE_COLUMNS = (
     *GROUP_KEYS,
     "n",
@@ -45,6 +52,7 @@ TABLE_COLUMNS = (
     *OPEN_METRICS,
     "exact_match",
     *CLOSED_METRICS,
+    *STRICT_METRICS,
     "jury_accuracy",
     "alignscore",
     "bertscore_model",
@@ -116,6 +124,8 @@ def sample_scores(predictions: pd.DataFrame, options: EngineOptions | None = Non
         for name, values in columns.items():
             if values is not None:
                 out.loc[open_idx, name] = [np.nan if v is None else float(v) for v in values]
+                if name in OPEN_METRICS:  # strict: the empty predictions the protocol skips score 0
+                    out.loc[open_idx, f"{name}_strict"] = out.loc[open_idx, name].fillna(0.0)
     if len(closed_idx):
         letters = frame["AnswerChoice"].astype(str).tolist() if "AnswerChoice" in frame.columns else [""] * n
         choices = _choices(frame)
@@ -123,11 +133,16 @@ def sample_scores(predictions: pd.DataFrame, options: EngineOptions | None = Non
         out.loc[closed_idx, "parsed_accuracy"] = [
             float(parsed_correct(preds[i], letters[i], choices=choices[i])) for i in closed_idx
         ]
+        out.loc[closed_idx, "accuracy_strict"] = [float(strict_correct(preds[i], letters[i])) for i in closed_idx]
         # Exact match on closed rows: the output is the answer text or "<letter>. <answer text>".
         out.loc[closed_idx, "exact_match"] = [
             float(tm.exact_match(preds[i], refs[i]) or tm.exact_match(preds[i], f"{letters[i]}. {refs[i]}"))
             for i in closed_idx
         ]
+    # An empty prediction (nothing left after normalisation) is never an exact match, whatever the reference.
+    empty = [i for i in range(n) if not tm.normalize_answer(preds[i])]
+    if empty:
+        out.loc[empty, "exact_match"] = 0.0
     if options.jury is not None and len(open_idx):
         # Open questions only: closed ones have an exact rule, and would cost a request per row and judge.
         verdicts = options.jury(frame.iloc[open_idx])
@@ -189,7 +204,8 @@ def evaluate_predictions(predictions: pd.DataFrame, options: EngineOptions | Non
 
 def task_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Macro average over subtasks per model x task (every metric column), as the 3D-RAD paper reports."""
-    metrics = [c for c in (*OPEN_METRICS, "exact_match", *CLOSED_METRICS, "jury_accuracy", "alignscore") if c in table]
+    names = (*OPEN_METRICS, "exact_match", *CLOSED_METRICS, *STRICT_METRICS, "jury_accuracy", "alignscore")
+    metrics = [c for c in names if c in table]
     if table.empty:
         return pd.DataFrame(columns=["model", "Task", "QuestionType", "subtasks", "n", *metrics])
     groups = table.groupby(["model", "Task", "QuestionType"], sort=True)
@@ -200,6 +216,12 @@ def task_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------- prediction files from anywhere
+
+
+class PredictionFileError(ValueError):
+    """A predictions file that cannot be scored as it stands; the message (one line) names the file and
+    the line (JSONL, CSV) or row (Parquet) where there is one."""
+
 
 # Column names accepted for the release fields (the predictions asset's, the release CSVs', snake case).
 _ALIASES: dict[str, tuple[str, ...]] = {
@@ -215,6 +237,20 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "model": ("model",),
     "category": ("category",),
 }
+# Every predictions file needs these (release name -> the name an error message uses).
+_REQUIRED = {"prediction": "prediction", "Answer": "answer", "Question": "question"}
+_TEXT_COLUMNS = ("Question", "Answer", "prediction")
+TASKS = range(1, 7)
+
+
+@dataclass(frozen=True)
+class PredictionFile:
+    """A checked predictions file: its rows (release column names; for protocol 3drad completed by
+    :func:`as_3drad_frame`) and where each row is in the file (``"line 7"``, ``"row 7"``)."""
+
+    path: Path
+    rows: pd.DataFrame
+    places: list[str]
 
 
 def _text(value: object) -> str:
@@ -224,32 +260,42 @@ def _text(value: object) -> str:
     return str(value or "")
 
 
+def _read_table(path: str | Path) -> tuple[TableRows, dict[str, str]]:
+    """The rows of a predictions file and its column for each release column; the required ones checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: predictions file not found")
+    table = read_table_rows(path, error=PredictionFileError)
+    sources = {name: found for name in _ALIASES if (found := _source_column(name, table.columns)) is not None}
+    missing = [name for name in _REQUIRED if name not in sources]
+    if missing:
+        accepted = "; ".join(f"{_REQUIRED[name]}: {', '.join(_ALIASES[name])}" for name in missing)
+        raise PredictionFileError(
+            f"{path}: no {' or '.join(repr(_REQUIRED[name]) for name in missing)} column "
+            f"(columns found: {', '.join(map(str, table.columns))}; accepted names, {accepted})"
+        )
+    return table, sources
+
+
+def _frame(table: TableRows, sources: dict[str, str]) -> pd.DataFrame:
+    out = pd.DataFrame(index=range(len(table.records)))
+    for name, key in sources.items():
+        values = [record.get(key) for record in table.records]
+        # text fields as written (pandas would turn 3 into 3.0 next to a null)
+        out[name] = [_text(v) for v in values] if name in _TEXT_COLUMNS else values
+    return out
+
+
 def read_rows(path: str | Path) -> pd.DataFrame:
     """Every row of a predictions file (``.jsonl``, ``.csv`` or ``.parquet``), nothing dropped or merged.
 
     Recognised columns are renamed to the release's names (``question`` -> ``Question``,
-    ``answer`` -> ``Answer``, ...); ``prediction`` is required. Errors name the file and line.
+    ``answer`` -> ``Answer``, ...); a prediction, an answer and a question column are required.
+    Unreadable files raise :class:`PredictionFileError` naming the file and line. The values are
+    not checked: :func:`load_predictions` does that.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: predictions file not found")
-    records = read_jsonl_records(path) if path.suffix == ".jsonl" else None
-    raw = pd.DataFrame.from_records(records) if records is not None else read_table_file(path)
-    out = pd.DataFrame(index=raw.index)
-    sources: dict[str, str] = {}
-    for name in _ALIASES:
-        found = _source_column(name, raw.columns)
-        if found is not None:
-            out[name] = raw[found]
-            sources[name] = found
-    if "prediction" not in out.columns:
-        raise ValueError(f"{path}: no 'prediction' column (columns: {', '.join(map(str, raw.columns))})")
-    for name in ("Question", "Answer", "prediction"):
-        if records is not None:  # the values as written (pandas would turn 3 into 3.0 next to a null)
-            out[name] = _record_texts(records, sources.get(name))
-        else:
-            out[name] = [_text(v) for v in out[name].tolist()] if name in sources else ""
-    return out.reset_index(drop=True)
+    table, sources = _read_table(path)
+    return _frame(table, sources)
 
 
 def _source_column(name: str, columns: Iterable[Any]) -> str | None:
@@ -258,28 +304,90 @@ def _source_column(name: str, columns: Iterable[Any]) -> str | None:
     return next((alias for alias in _ALIASES[name] if alias in present), None)
 
 
-def _record_texts(records: list[dict[str, Any]], key: str | None) -> list[str]:
-    """Field ``key`` of every JSONL record as text ("" where missing or null, or without a key)."""
-    return [_text(record.get(key)) for record in records] if key else [""] * len(records)
-
-
 def read_prediction_pairs(path: str | Path) -> tuple[list[str], list[str]]:
-    """(predictions, answers) of a predictions file: :func:`read_rows`'s two columns, JSONL read without pandas."""
+    """(predictions, answers) of a predictions file: :func:`read_rows`'s two columns, read without pandas."""
+    table, sources = _read_table(path)
+    predictions, answers = sources["prediction"], sources["Answer"]
+    return [_text(r.get(predictions)) for r in table.records], [_text(r.get(answers)) for r in table.records]
+
+
+def _whole(value: object) -> int | None:
+    """``value`` as a whole number (3, 3.0, "3", " 3 ", "3.0"), else None ("four", "", 3.5, None, True)."""
+    if isinstance(value, bool | np.bool_):
+        return None
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return int(value) if np.isfinite(value) and float(value).is_integer() else None
+    if isinstance(value, str):
+        text = value.strip()
+        head, _, tail = text.partition(".")
+        if head.isascii() and head.isdigit() and (not tail or set(tail) == {"0"}):
+            return int(head)
+    return None
+
+
+def _refuse(path: Path, places: list[str], bad: Sequence[int], reason: Callable[[int], str]) -> None:
+    """Stop at the first bad row: ``<file>: line 7: <reason> (12 rows like this)``."""
+    if len(bad):
+        more = f" ({len(bad)} rows like this)" if len(bad) > 1 else ""
+        raise PredictionFileError(f"{path}: {places[bad[0]]}: {reason(bad[0])}{more}")
+
+
+def _question_types(values: Sequence[object]) -> list[str]:
+    return [str(v).strip().capitalize().replace("Closed", "Close") for v in values]
+
+
+def _check_3drad(path: Path, rows: pd.DataFrame, places: list[str]) -> None:
+    """What the 3D-RAD protocol needs of the rows: tasks 1-6, whole subtasks, Open/Close, answer letters."""
+    if "Task" in rows:
+        tasks = rows["Task"].tolist()
+        bad = [i for i, v in enumerate(tasks) if _whole(v) not in TASKS]
+        _refuse(path, places, bad, lambda i: f"Task {_text(tasks[i])!r} is not one of 1-6")
+    if "Subtask" in rows:
+        subtasks = rows["Subtask"].tolist()
+        bad = [i for i, v in enumerate(subtasks) if (_whole(v) or 0) < 1]
+        _refuse(path, places, bad, lambda i: f"Subtask {_text(subtasks[i])!r} is not a whole number from 1")
+    if "QuestionType" not in rows:
+        return  # inferred from the answer letter by as_3drad_frame
+    raw_types = rows["QuestionType"].tolist()
+    types = _question_types(raw_types)
+    bad = [i for i, t in enumerate(types) if t not in ("Open", "Close")]
+    _refuse(path, places, bad, lambda i: f"QuestionType {_text(raw_types[i])!r} is neither Open nor Close")
+    closed = [i for i, t in enumerate(types) if t == "Close"]
+    if "AnswerChoice" not in rows:
+        _refuse(path, places, closed, lambda i: "a Close question, and the file has no AnswerChoice column")
+        return
+    letters = rows["AnswerChoice"].tolist()
+    bad = [i for i in closed if _text(letters[i]).strip().upper() not in tuple(LETTERS)]
+    _refuse(path, places, bad, lambda i: f"a Close question whose AnswerChoice {_text(letters[i])!r} is not A-D")
+
+
+def load_predictions(path: str | Path, protocol: str, model: str | None = None) -> PredictionFile:
+    """A predictions file read and checked for ``protocol`` (``spatial`` or ``3drad``) before any scoring.
+
+    Refused with :class:`PredictionFileError` (one line naming the file and the line or row): what
+    :func:`read_rows` refuses, an empty answer (the reference), and for 3drad a task that is not 1-6,
+    a subtask that is not a whole number, a question type other than Open/Close and a Close question
+    without an answer letter A-D. An empty prediction is allowed (it scores as wrong).
+    """
     path = Path(path)
-    if path.suffix != ".jsonl" or not path.is_file():
-        rows = read_rows(path)
-        return rows["prediction"].tolist(), rows["Answer"].tolist()
-    records = read_jsonl_records(path)
-    keys = set().union(*records)
-    prediction = _source_column("prediction", keys)
-    if prediction is None:
-        raise ValueError(f"{path}: no 'prediction' column (columns: {', '.join(sorted(keys))})")
-    return _record_texts(records, prediction), _record_texts(records, _source_column("Answer", keys))
+    table, sources = _read_table(path)
+    rows = _frame(table, sources)
+    answers = rows["Answer"].tolist()
+    _refuse(path, table.places, [i for i, a in enumerate(answers) if not a.strip()], lambda i: "empty answer")
+    if protocol == "3drad":
+        _check_3drad(path, rows, table.places)
+        rows = as_3drad_frame(rows, model=model or path.stem)
+    elif protocol != "spatial":
+        raise ValueError(f"unknown protocol {protocol!r}: spatial or 3drad")
+    return PredictionFile(path, rows, table.places)
 
 
 def as_3drad_frame(rows: pd.DataFrame, model: str) -> pd.DataFrame:
     """Fill in what the 3D-RAD protocol needs: a missing task/subtask becomes 0 ("all"), a missing
-    question type is Close where an answer letter is given, else Open."""
+    question type is Close where an answer letter is given, else Open. (:func:`load_predictions`
+    refuses task and subtask values that are given but not whole numbers before this.)"""
     frame = rows.copy()
     if "model" not in frame.columns:
         frame["model"] = model
@@ -296,7 +404,7 @@ def as_3drad_frame(rows: pd.DataFrame, model: str) -> pd.DataFrame:
     frame["AnswerChoice"] = letters.where(letters.isin(list(LETTERS)), "")
     if "QuestionType" not in frame.columns:
         frame["QuestionType"] = np.where(frame["AnswerChoice"] != "", "Close", "Open")
-    frame["QuestionType"] = frame["QuestionType"].astype(str).str.strip().str.capitalize().replace({"Closed": "Close"})
+    frame["QuestionType"] = _question_types(frame["QuestionType"].tolist())
     return frame
 
 
@@ -308,8 +416,29 @@ def spatial_file_metrics(
     workers: int = 1,
     embedder: tm.SentenceEmbedder | None = None,
 ) -> dict[str, float]:
-    """CT-SpatialVQA's metrics of one predictions file (JSONL/CSV/Parquet with ``answer`` and ``prediction``)."""
-    predictions, answers = read_prediction_pairs(path)
+    """CT-SpatialVQA's metrics of one predictions file (JSONL/CSV/Parquet with ``answer`` and ``prediction``),
+    checked first by :func:`load_predictions`."""
+    rows = load_predictions(path, "spatial").rows
+    return spatial_metrics_of(
+        rows["prediction"].tolist(),
+        rows["Answer"].tolist(),
+        lowercase=lowercase,
+        metrics=metrics,
+        workers=workers,
+        embedder=embedder,
+    )
+
+
+def spatial_metrics_of(
+    predictions: list[str],
+    answers: list[str],
+    *,
+    lowercase: bool = True,
+    metrics: Sequence[str] = ("bleu", "rouge", "meteor", "sbert"),
+    workers: int = 1,
+    embedder: tm.SentenceEmbedder | None = None,
+) -> dict[str, float]:
+    """CT-SpatialVQA's metrics of (prediction, answer) pairs, the keys of the ``metrics`` chosen and ``count``."""
     result = tm.spatial_metrics(
         predictions,
         answers,

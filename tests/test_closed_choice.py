@@ -8,9 +8,11 @@ from rad3d_pipeline.closed_choice import (
     group_accuracy,
     m3d_correct,
     macro_average,
+    named_letters,
     parse_choice,
     parsed_correct,
     score_closed,
+    strict_correct,
 )
 
 
@@ -111,3 +113,31 @@ def test_score_closed_micro_and_macro() -> None:
         score_closed(["A."], ["A", "B"])
     empty = score_closed([], [])
     assert (empty.count, empty.m3d_accuracy, empty.parsed_macro) == (0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("output", "letter", "m3d", "strict"),
+    [
+        ("B. No", "B", True, True),
+        ("The answer is B. No", "B", True, True),
+        ("DNA. B. No", "B", True, True),  # "A." inside a word names no choice
+        ("B. No. A small nodule is seen.", "B", True, True),  # nor does the article
+        ("A. Yes B. No", "B", True, False),  # the quirk: every listed letter is "correct"
+        ("A. B. C. D.", "C", True, False),
+        ("(A) or B.", "B", True, False),
+        ("Answer: A. Actually B.", "B", True, False),
+        ("DNA.", "A", True, False),  # the substring rule's match, no letter named
+        ("B", "B", False, False),  # strict is never above the letter rule
+        ("", "B", False, False),
+    ],
+)
+def test_strict_letter_rule_removes_the_inflation(output: str, letter: str, m3d: bool, strict: bool) -> None:
+    assert m3d_correct(output, letter) is m3d
+    assert strict_correct(output, letter) is strict
+
+
+def test_named_letters() -> None:
+    assert named_letters("A nodule is seen. B. No") == {"B"}
+    assert named_letters("Option (C), or D.") == {"C", "D"}
+    assert named_letters("The answer is b.") == {"B"}
+    assert named_letters("No letters here.") == set()

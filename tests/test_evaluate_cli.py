@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from rad3d.cli import main
@@ -34,12 +35,13 @@ def test_spatial_protocol_reproduces_the_reference(fixtures: Path, tmp_path: Pat
     report = json.loads(out.read_text())
     reference = json.loads((folder / "reference_metrics.json").read_text())["results"]
     assert report["protocol"] == "spatial" and report["lowercase"] is True
-    for name in FILES:
-        got, expected = report["results"][name], reference[name]
+    assert list(report["results"]) == paths  # keyed by the path as given
+    for name, path in zip(FILES, paths, strict=True):
+        got, expected = report["results"][path], reference[name]
         assert list(got) == ["count", "bleu", "rouge1_f", "rouge2_f", "rougeL_f", "meteor"]
         assert got["count"] == expected["count"]
         for key in ("bleu", "rouge1_f", "rouge2_f", "rougeL_f", "meteor"):
-            assert abs(got[key] - expected[key]) <= 1e-9, (name, key)
+            assert got[key] == expected[key], (name, key)  # exactly, not approximately
 
 
 def test_3drad_protocol_per_task_and_subtask(tmp_path: Path) -> None:
@@ -69,7 +71,7 @@ def test_3drad_protocol_per_task_and_subtask(tmp_path: Path) -> None:
         ]
     )
     assert code == 0
-    result = json.loads(out.read_text())["results"]["model_x.csv"]
+    result = json.loads(out.read_text())["results"][str(csv)]
     task4 = result["tasks"]["4"]
     assert task4["question_type"] == "Close" and task4["count"] == 3
     assert task4["subtasks"]["Atelectasis"]["accuracy"] == 0.5
@@ -105,8 +107,10 @@ def test_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         == 2
     )
     assert "bad.jsonl: line 2" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["evaluate", "--predictions", str(bad), "--protocol", "spatial", "--metrics", "cider", "--out", "o.json"])
+    code = main(
+        ["evaluate", "--predictions", str(bad), "--protocol", "spatial", "--metrics", "cider", "--out", "o.json"]
+    )
+    assert code == 2 and "--metrics: unknown cider" in capsys.readouterr().err
 
 
 def test_3drad_file_without_tasks_mixing_open_and_closed(tmp_path: Path) -> None:
@@ -121,7 +125,42 @@ def test_3drad_file_without_tasks_mixing_open_and_closed(tmp_path: Path) -> None
         ["evaluate", "--predictions", str(jsonl), "--protocol", "3drad", "--metrics", "bleu", "--out", str(out)]
     )
     assert code == 0
-    tasks = json.loads(out.read_text())["results"]["mixed.jsonl"]["tasks"]
+    tasks = json.loads(out.read_text())["results"][str(jsonl)]["tasks"]
     assert set(tasks) == {"0-open", "0-close"}
     assert tasks["0-open"]["macro"]["bleu"] == 1.0 and tasks["0-open"]["subtasks"]["all"]["bleu"] == 1.0
     assert tasks["0-close"]["macro"]["accuracy"] == 1.0 and tasks["0-close"]["subtasks"]["all"]["accuracy"] == 1.0
+
+
+def test_3drad_release_as_predictions_and_the_letter_rule_inflation(
+    fixtures: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real release CSVs, answered perfectly and by listing every choice: the letter rule scores the
+    listing 100% (3D-RAD's quirk, reproduced); the strict figure beside it shows 0%."""
+    release = fixtures / "3drad_release_mini" / "test"
+    frame = pd.concat(
+        [pd.read_csv(path, dtype=str, keep_default_na=False) for path in sorted(release.glob("Task[1456]_*/*.csv"))]
+    )
+    closed = frame["QuestionType"] == "Close"
+    perfect = frame.assign(prediction=frame["Answer"].where(~closed, frame["AnswerChoice"] + ". " + frame["Answer"]))
+    listing = frame.assign(prediction=frame["Answer"].where(~closed, "A. B. C. D."))
+    raw = tmp_path / "release_rows.csv"
+    frame.to_csv(raw, index=False)
+    for name, table in (("perfect", perfect), ("listing", listing)):
+        table.to_csv(tmp_path / f"{name}.csv", index=False)
+    out = tmp_path / "eval.json"
+    args = ["evaluate", "--protocol", "3drad", "--metrics", "bleu", "--out", str(out)]
+    assert main([*args[:1], "--predictions", str(raw), *args[1:]]) == 2  # the release itself has no predictions
+    assert f"{raw}: no 'prediction' column (columns found: Task, Subtask, VolumeName," in capsys.readouterr().err
+    files = [str(tmp_path / "perfect.csv"), str(tmp_path / "listing.csv")]
+    assert main([*args[:1], "--predictions", *files, *args[1:]]) == 0
+    results = json.loads(out.read_text())["results"]
+    perfect_tasks, listing_tasks = results[files[0]]["tasks"], results[files[1]]["tasks"]
+    assert set(perfect_tasks) == {"1", "4", "5", "6"}
+    assert perfect_tasks["1"]["count"] == (frame["Task"] == "1").sum()
+    assert perfect_tasks["1"]["macro"]["bleu"] == 1.0 and perfect_tasks["1"]["macro"]["bleu_strict"] == 1.0
+    for task in ("4", "5", "6"):
+        assert perfect_tasks[task]["macro"]["accuracy"] == perfect_tasks[task]["macro"]["accuracy_strict"] == 1.0
+        assert listing_tasks[task]["macro"]["accuracy"] == 1.0  # the quirk: every choice listed is "correct"
+        assert listing_tasks[task]["macro"]["accuracy_strict"] == 0.0
+        assert listing_tasks[task]["macro"]["parsed_accuracy"] == 0.0
+    assert "task 4 (Close): n=" in capsys.readouterr().out

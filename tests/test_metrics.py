@@ -199,9 +199,9 @@ def test_read_rows_keeps_every_row_and_names_bad_lines(tmp_path: Path) -> None:
     assert rows["Answer"].tolist() == ["A", "A", "A", ""]
     assert metrics.read_prediction_pairs(path) == (rows["prediction"].tolist(), rows["Answer"].tolist())
     aliased = tmp_path / "aliased.jsonl"
-    aliased.write_text('{"output": "P", "ground_truth": "A"}\n{"output": null}\n')
+    aliased.write_text('{"output": "P", "ground_truth": "A", "question": "Q"}\n{"output": null}\n')
     assert metrics.read_prediction_pairs(aliased) == (["P", ""], ["A", ""])
-    aliased.write_text('{"answer": "A"}\n')
+    aliased.write_text('{"answer": "A", "question": "Q"}\n')
     with pytest.raises(ValueError, match="no 'prediction' column"):
         metrics.read_prediction_pairs(aliased)
     bad = tmp_path / "bad.jsonl"
@@ -215,7 +215,7 @@ def test_read_rows_keeps_every_row_and_names_bad_lines(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"bad\.jsonl: line 1: not JSON"):
         metrics.read_rows(bad)
     numbers = tmp_path / "numbers.jsonl"
-    numbers.write_text('{"prediction": 3, "answer": 12345678901234567}\n{"prediction": "x\u2028y"}\n')
+    numbers.write_text('{"prediction": 3, "answer": 12345678901234567, "question": "Q"}\n{"prediction": "x\u2028y"}\n')
     expected = (["3", "x\u2028y"], ["12345678901234567", ""])
     assert metrics.read_prediction_pairs(numbers) == expected  # as written; U+2028 stays inside its line
     rows = metrics.read_rows(numbers)
