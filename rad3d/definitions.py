@@ -12,6 +12,7 @@ from dagster import Definitions, EnvVar, load_asset_checks_from_modules, load_as
 
 from assets import closed_qa, ctrate, evaluation, open_qa, operations, quality, release, report_sentences, volumes
 from assets.partitions import N_SHARDS
+from assets.versions import with_versions_and_kinds
 from rad3d.celery_jobs import celery_jobs
 from resources.ctrate_source import CtrateSource
 from resources.llm import LlmResource
@@ -31,6 +32,11 @@ def default_ctrate_root(out_dir: str) -> str:
 def llm_resource(backend: str | None) -> LlmResource:
     """The LLM resource from the environment; the key only ever as an EnvVar."""
     env = os.environ
+    rate_text = env.get("RAD3D_LLM_MAX_FAILURE_RATE", "0.01").strip()
+    try:
+        max_failure_rate = float(rate_text.removesuffix("%")) / (100.0 if rate_text.endswith("%") else 1.0)
+    except ValueError:
+        raise ValueError(f"RAD3D_LLM_MAX_FAILURE_RATE={rate_text!r}: use a share such as 0.01 (or 1%)") from None
     return LlmResource(
         backend=backend or env.get("RAD3D_LLM", "auto"),
         api_key=EnvVar("OPENAI_API_KEY") if env.get("OPENAI_API_KEY") else None,
@@ -47,6 +53,8 @@ def llm_resource(backend: str | None) -> LlmResource:
         judges_file=env.get("RAD3D_JUDGES_FILE") or None,
         spatial_model=env.get("RAD3D_SPATIAL_MODEL", "gpt-4o-mini"),
         batch_poll_s=float(env.get("RAD3D_LLM_BATCH_POLL_S", "30")),
+        structured_outputs=env.get("RAD3D_LLM_STRUCTURED", "0").strip().lower() in {"1", "true", "yes", "on"},
+        max_failure_rate=max_failure_rate,
     )
 
 
@@ -70,8 +78,13 @@ def build_definitions(
         alignscore_ckpt=os.environ.get("RAD3D_ALIGNSCORE_CKPT") or None,
         metric_workers=int(os.environ.get("RAD3D_METRIC_WORKERS", "1")),
     )
+    volume_settings = volume_settings_from_env()
+    table_assets = with_versions_and_kinds(
+        load_assets_from_modules(list(ASSET_MODULES)),  # type: ignore[arg-type]
+        volume_settings.profile_list(),
+    )
     return Definitions(
-        assets=[*load_assets_from_modules(list(ASSET_MODULES)), *operations.SOURCE_ASSETS],
+        assets=[*table_assets, *operations.SOURCE_ASSETS],
         schedules=[operations.weekly_benchmark_rebuild],
         jobs=celery_jobs(),
         sensors=[operations.ctrate_drop_sensor, operations.run_failure_record],
@@ -82,7 +95,7 @@ def build_definitions(
             "io_manager": PartitionedParquetIOManager(base_dir=out),
             "llm": llm_resource(llm_backend),
             "models": ModelsResource(names=env_models(), models_file=env_models_file()),
-            "volume_settings": volume_settings_from_env(),
+            "volume_settings": volume_settings,
         },
     )
 
