@@ -156,7 +156,7 @@ def engine_options(settings: Rad3dSettings, llm: LlmResource) -> EngineOptions:
 
 @asset(
     group_name=GROUP,
-    code_version="1",
+    code_version="2",
     partitions_def=prediction_partitions,
     backfill_policy=single_run,
     description="Metrics per model x task x subtask (protocol 3drad, versioned): BLEU-1, ROUGE-1, METEOR, "

@@ -32,6 +32,7 @@ import pandas as pd
 
 from rad3d_pipeline import text_metrics as tm
 from rad3d_pipeline.closed_choice import LETTERS, m3d_correct, parsed_correct, strict_correct
+from rad3d_pipeline.errors import InputFileError
 from rad3d_pipeline.table_files import TableRows, read_table_rows
 
 # Bump a protocol's version whenever any value it produces could change.
@@ -218,7 +219,7 @@ def task_summary(table: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- prediction files from anywhere
 
 
-class PredictionFileError(ValueError):
+class PredictionFileError(InputFileError, ValueError):
     """A predictions file that cannot be scored as it stands; the message (one line) names the file and
     the line (JSONL, CSV) or row (Parquet) where there is one."""
 
