@@ -366,6 +366,35 @@ def execute_plan(
     return report
 
 
+def observe_sources(
+    defs: Definitions, instance: DagsterInstance, echo: Callable[[str], None] = print, *, debug: bool = False
+) -> str | None:
+    """Observe the observable sources (the CT-RATE files, per shard) before building, so that every
+    output's data version derives from the content it was built from. Returns the run id."""
+    graph = defs.resolve_asset_graph()
+    sources = sorted(
+        (k for k in graph.get_all_asset_keys() if graph.get(k).is_observable), key=lambda k: k.to_user_string()
+    )
+    if not sources:
+        return None
+    names = ", ".join(k.to_user_string() for k in sources)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = materialize(
+            list(defs.assets or []),  # type: ignore[arg-type]
+            instance=instance,
+            resources=dict(defs.resources or {}),
+            selection=sources,
+            tags={"rad3d/stage": f"observe {names}", "rad3d/source": "rad3d build"},
+            raise_on_error=False,
+            run_config=DEBUG_RUN_CONFIG if debug else QUIET_RUN_CONFIG,
+        )
+    if not result.success:
+        failures = [root_cause(e.step_failure_data.error) for e in result.all_events if e.is_step_failure]
+        echo(f"    could not observe {names}: {'; '.join(failures) or 'see the run in the UI'}")
+    return result.run_id
+
+
 def materialized_under(out: Path, key: AssetKey) -> bool:
     """Whether the Parquet IO manager holds any output of the asset under ``out``."""
     folder = Path(out) / "tables" / key.path[-1]

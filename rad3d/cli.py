@@ -91,6 +91,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         BuildError,
         add_missing_upstream,
         execute_plan,
+        observe_sources,
         partition_filter,
         plan_runs,
         resolve_selection,
@@ -152,6 +153,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         if added:
             names = ", ".join(k.to_user_string() for k in added)
             print(f"  also building {names}: needed by the selection and never built under {out}")
+        observe_sources(defs, instance, debug=args.debug)
         report = execute_plan(defs, plan, instance, debug=args.debug)
         if report.success:
             print_summary(out)
@@ -327,6 +329,9 @@ def make_parser() -> argparse.ArgumentParser:
     from rad3d import evaluate_command
 
     evaluate_command.add_parser(sub)
+    from rad3d import ops_command
+
+    ops_command.add_parser(sub)
 
     ui = sub.add_parser("ui", help="start the Dagster UI on this project with the project's DAGSTER_HOME")
     ui.add_argument("--out", default=DEFAULT_OUT, help=f"data root of a build (default {DEFAULT_OUT})")

@@ -10,7 +10,19 @@ import os
 
 from dagster import Definitions, EnvVar, load_asset_checks_from_modules, load_assets_from_modules
 
-from assets import closed_qa, ctrate, evaluation, open_qa, operations, quality, release, report_sentences, volumes
+from assets import (
+    automation,
+    closed_qa,
+    ctrate,
+    evaluation,
+    open_qa,
+    operations,
+    quality,
+    release,
+    report_sentences,
+    volumes,
+)
+from assets.automation import with_automation
 from assets.partitions import N_SHARDS
 from assets.versions import with_versions_and_kinds
 from rad3d.celery_jobs import celery_jobs
@@ -79,15 +91,16 @@ def build_definitions(
         metric_workers=int(os.environ.get("RAD3D_METRIC_WORKERS", "1")),
     )
     volume_settings = volume_settings_from_env()
-    table_assets = with_versions_and_kinds(
-        load_assets_from_modules(list(ASSET_MODULES)),  # type: ignore[arg-type]
-        volume_settings.profile_list(),
+    table_assets = with_automation(
+        with_versions_and_kinds(
+            load_assets_from_modules(list(ASSET_MODULES)),  # type: ignore[arg-type]
+            volume_settings.profile_list(),
+        )
     )
     return Definitions(
-        assets=[*table_assets, *operations.SOURCE_ASSETS],
-        schedules=[operations.weekly_benchmark_rebuild],
+        assets=[*table_assets, *automation.SOURCE_ASSETS],
         jobs=celery_jobs(),
-        sensors=[operations.ctrate_drop_sensor, operations.run_failure_record],
+        sensors=[automation.automation_sensor, operations.run_failure_record],
         asset_checks=load_asset_checks_from_modules(list(ASSET_MODULES)),
         resources={
             "settings": settings,

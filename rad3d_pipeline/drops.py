@@ -31,8 +31,21 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def shard_fingerprints(layout: CtrateLayout, splits: tuple[Split, ...], n_shards: int) -> dict[str, str]:
-    """One hash per shard key over label rows, report rows and the volume tree."""
+ALL_KINDS = ("labels", "reports", "volumes")
+KINDS = ("labels", "reports", "metadata", "volumes")
+
+
+def shard_fingerprints(
+    layout: CtrateLayout, splits: tuple[Split, ...], n_shards: int, kinds: tuple[str, ...] = ALL_KINDS
+) -> dict[str, str]:
+    """One hash per shard key over the rows of its patients in the chosen files, and its volume tree.
+
+    ``kinds``: any of ``labels``, ``reports``, ``metadata`` (the CSV rows) and ``volumes`` (names,
+    sizes and modification times of the ``.nii.gz`` files).
+    """
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown fingerprint kind(s) {sorted(unknown)}; use {', '.join(KINDS)}")
     keys = shard_keys(n_shards)
     hashers = {key: hashlib.sha256() for key in keys}
 
@@ -41,8 +54,12 @@ def shard_fingerprints(layout: CtrateLayout, splits: tuple[Split, ...], n_shards
         if patient is not None:
             hashers[keys[shard_of(patient, n_shards)]].update(payload.encode("utf-8", "replace"))
 
+    csv_of = {"labels": layout.labels_csv, "reports": layout.reports_csv, "metadata": layout.metadata_csv}
     for split in splits:
-        for path in (layout.labels_csv(split), layout.reports_csv(split)):
+        for kind in kinds:
+            if kind not in csv_of:
+                continue
+            path = csv_of[kind](split)
             if not path.is_file():
                 continue
             try:  # damaged records are left out (the ingest quarantines them); an unreadable file counts as empty
@@ -53,11 +70,15 @@ def shard_fingerprints(layout: CtrateLayout, splits: tuple[Split, ...], n_shards
             for name, row in zip(frame["VolumeName"], rows, strict=True):
                 feed(name, f"{path.name}\x1e{row}\n")
         tree = layout.base / split
-        if tree.is_dir():
+        if "volumes" in kinds and tree.is_dir():
             for folder, _, files in sorted(os.walk(tree)):
                 for file in sorted(files):
                     if file.endswith(".nii.gz"):
-                        stat = (Path(folder) / file).stat()
+                        try:
+                            stat = (Path(folder) / file).stat()
+                        except OSError:  # a dangling link or a file gone since the listing
+                            feed(file, f"vol\x1e{file}\x1eunreadable\n")
+                            continue
                         feed(file, f"vol\x1e{file}\x1e{stat.st_size}\x1e{int(stat.st_mtime)}\n")
     return {key: hasher.hexdigest() for key, hasher in hashers.items()}
 

@@ -1,4 +1,4 @@
-"""Schedules and sensors: the weekly rebuild, the new-drop sensor (changed shards only), the failure record."""
+"""Automation (changed shards only, through Dagster's own evaluation), fingerprints, the failure record."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ from dagster import (
     AssetKey,
     DagsterEventType,
     DagsterInstance,
-    RunRequest,
-    SkipReason,
+    DefaultSensorStatus,
+    MultiPartitionsDefinition,
     asset,
     build_run_status_sensor_context,
-    build_schedule_context,
-    build_sensor_context,
+    evaluate_automation_conditions,
     materialize,
 )
 
-from assets.operations import ctrate_drop_sensor, run_failure_record, weekly_benchmark_rebuild
+from assets.operations import run_failure_record
+from assets.partitions import shard_partitions
 from rad3d.definitions import build_definitions
 from rad3d_pipeline.ctrate import CtrateLayout
 from rad3d_pipeline.drops import changed_shards, shard_fingerprints
@@ -55,39 +55,74 @@ def test_fingerprints_change_only_for_the_touched_shard(sample: Path) -> None:
     assert changed_shards(before, after) == [shard]
 
 
-def test_drop_sensor_requests_only_changed_shards(sample: Path, tmp_path: Path) -> None:
-    defs = build_definitions(ctrate_root=str(sample), out_dir=str(tmp_path / "out"))
-    repo = defs.get_repository_def()
-    resources = dict(defs.resources)
-    first = ctrate_drop_sensor(
-        build_sensor_context(
-            repository_def=repo, resources={"ctrate": resources["ctrate"], "settings": resources["settings"]}
-        )
-    )
-    assert isinstance(first, RunRequest) and first.asset_graph_subset is not None
-    context = build_sensor_context(
-        repository_def=repo,
-        cursor=json.dumps(shard_fingerprints(CtrateLayout.resolve(sample), ("train", "valid"), 16)),
-        resources={"ctrate": resources["ctrate"], "settings": resources["settings"]},
-    )
-    assert isinstance(ctrate_drop_sensor(context), SkipReason)
+def test_fingerprints_per_kind(sample: Path) -> None:
+    layout = CtrateLayout.resolve(sample)
+    labels = shard_fingerprints(layout, ("train", "valid"), 16, ("labels",))
+    reports = shard_fingerprints(layout, ("train", "valid"), 16, ("reports",))
     shard = _touch_one_patient(sample)
-    request = ctrate_drop_sensor(context)
-    assert isinstance(request, RunRequest) and request.tags["rad3d/shards"] == shard
-    subset = request.asset_graph_subset
-    assert subset is not None
-    sentences = subset.get_partitions_subset(AssetKey("report_sentences"))
-    assert set(sentences.get_partition_keys()) == {shard}
-    candidates = set(subset.get_partitions_subset(AssetKey("qa_candidates")).get_partition_keys())
-    assert candidates == {f"{shard}|{t}" for t in "123"}
-    assert AssetKey("release_export") in subset.non_partitioned_asset_keys
+    assert changed_shards(labels, shard_fingerprints(layout, ("train", "valid"), 16, ("labels",))) == [shard]
+    assert shard_fingerprints(layout, ("train", "valid"), 16, ("reports",)) == reports
+    with pytest.raises(ValueError, match="unknown fingerprint kind"):
+        shard_fingerprints(layout, ("valid",), 16, ("pixels",))
 
 
-def test_weekly_rebuild_requests_the_whole_graph(sample: Path, tmp_path: Path) -> None:
-    defs = build_definitions(ctrate_root=str(sample), out_dir=str(tmp_path / "out"))
-    request = weekly_benchmark_rebuild(build_schedule_context(repository_def=defs.get_repository_def()))
-    assert isinstance(request, RunRequest) and request.asset_graph_subset is not None
-    assert len(request.asset_graph_subset.asset_keys) == len(defs.resolve_asset_graph().materializable_asset_keys)
+def requested(result: object) -> dict[str, set[str] | None]:
+    """Asset -> requested partitions (None for an unpartitioned asset) of an automation evaluation."""
+    out: dict[str, set[str] | None] = {}
+    for item in result.results:  # type: ignore[attr-defined]
+        if item.true_subset.size:
+            key = item.key
+            keys = set(result.get_requested_partitions(key))  # type: ignore[attr-defined]
+            out[key.to_user_string()] = keys if keys != {None} else None
+    return out
+
+
+@pytest.mark.slow
+def test_automation_rebuilds_exactly_the_changed_shard(
+    sample: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through Dagster's own evaluation of the automation conditions, after a real build:
+    an unchanged drop requests nothing; one changed label row requests that shard's partitions
+    downstream and the assets that read every shard, nothing else."""
+    from rad3d.build import observe_sources
+    from rad3d.cli import main
+
+    out = tmp_path / "out"
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    assert main(["build", "--ctrate-root", str(sample), "--out", str(out), "--quiet"]) == 0
+    instance = DagsterInstance.get()
+    defs = build_definitions(ctrate_root=str(sample), out_dir=str(out))
+    first = evaluate_automation_conditions(defs=defs, instance=instance)
+    assert requested(first) == {}
+    observe_sources(defs, instance)  # the same files again: not news
+    second = evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
+    assert requested(second) == {}
+
+    shard = _touch_one_patient(sample)
+    observe_sources(defs, instance)
+    third = requested(evaluate_automation_conditions(defs=defs, instance=instance, cursor=second.cursor))
+    assert third["ctrate_labels"] == {shard}
+    graph = defs.resolve_asset_graph()
+    for name, partitions in third.items():
+        pdef = graph.get(AssetKey(name)).partitions_def
+        if pdef is shard_partitions:
+            assert partitions == {shard}, name
+        elif isinstance(pdef, MultiPartitionsDefinition) and "shard" in pdef.partition_dimension_names:
+            assert partitions is not None, name
+            shards = {pdef.get_partition_key_from_str(p).keys_by_dimension["shard"] for p in partitions}
+            assert shards == {shard}, name
+    assert "report_sentences" not in third  # the reports did not change
+    assert {"patients", "closed_qa", "release_export", "leaderboard"} <= set(third)
+
+
+def test_automation_is_off_until_switched_on(tmp_path: Path) -> None:
+    defs = build_definitions(ctrate_root=str(tmp_path / "ct"), out_dir=str(tmp_path / "out"))
+    sensor = defs.get_sensor_def("rad3d_automation")
+    assert sensor.default_status == DefaultSensorStatus.STOPPED
+    graph = defs.resolve_asset_graph()
+    for key in graph.materializable_asset_keys:
+        assert graph.get(key).automation_condition is not None, key
+    assert not list(defs.schedules or [])
 
 
 def test_run_failure_writes_a_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -89,8 +89,10 @@ def test_rad3d_ui_asset_graph_in_chromium(ui: tuple[int, Path, list[dict[str, An
     entries = graphql(port, LOCATIONS_QUERY)["data"]["workspaceOrError"]["locationEntries"]
     assert [entry["name"] for entry in entries] == ["rad3d"]
     [repo] = graphql(port, REPOSITORY_QUERY)["data"]["repositoriesOrError"]["nodes"]
-    assert {s["name"] for s in repo["schedules"]} == {"weekly_benchmark_rebuild"}
-    assert {s["name"] for s in repo["sensors"]} >= {"ctrate_drop_sensor", "run_failure_record"}
+    # Declarative automation: one sensor evaluates every asset's condition (the weekly rebuild is an
+    # on_cron condition), so no schedule is left.
+    assert {s["name"] for s in repo["schedules"]} == set()
+    assert {s["name"] for s in repo["sensors"]} >= {"rad3d_automation", "run_failure_record"}
     if CELERY_AVAILABLE:
         assert {j["name"] for j in repo["jobs"]} >= {"volumes_on_gpu_workers", "predictions_on_gpu_workers"}
 
