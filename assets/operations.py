@@ -127,9 +127,15 @@ def ctrate_drop_sensor(context: SensorEvaluationContext, ctrate: CtrateSource, s
     return RunRequest.for_asset_graph_subset(shard_subset(context, changed), tags=tags)
 
 
-@run_failure_sensor(name="run_failure_record", default_status=DefaultSensorStatus.RUNNING)
+@run_failure_sensor(
+    name="run_failure_record",
+    default_status=DefaultSensorStatus.RUNNING,
+    # Every failed run of the instance, also one that never started because its code location was
+    # not found (a CLI launch naming another location) or its config was bad.
+    monitor_all_code_locations=True,
+)
 def run_failure_record(context: RunFailureSensorContext) -> None:
-    """Writes one JSON record per failed run under <out>/failures/ (RAD3D_OUT)."""
+    """Writes one JSON record per failed run of the instance (any code location) under <out>/failures/ (RAD3D_OUT)."""
     folder = Path(os.environ.get("RAD3D_OUT", "data")) / "failures"
     folder.mkdir(parents=True, exist_ok=True)
     run = context.dagster_run

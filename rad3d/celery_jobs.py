@@ -5,34 +5,103 @@ RabbitMQ URLs). The GPU assets carry ``op_tags={"dagster-celery/queue": "gpu"}``
 to queue ``gpu``; any other step of these jobs goes to Celery's default queue ``dagster``. Without
 dagster-celery installed these jobs are absent. A worker on a GPU machine runs::
 
-    dagster-celery worker start -A dagster_celery.app -y deploy/celery_worker.yaml -q gpu
+    dagster-celery worker start -A dagster_celery.app -y deploy/celery_worker.yaml -q gpu -- --concurrency 1
 
 - ``volumes_on_gpu_workers``: the assets of group ``volumes`` (model-ready .npy), per patient shard.
 - ``predictions_on_gpu_workers``: ``predictions``, per model x task.
 
-Both carry the run tag ``rad3d/queue=gpu``, which the production profile's run queue limits.
+Both carry the run tag ``rad3d/queue=gpu``, which the production profile's run queue limits, a
+``dagster/max_runtime`` (RAD3D_GPU_MAX_RUNTIME_S, default 24 h) after which run monitoring fails the
+run, and the output-shaping settings of the code location that launches them
+(``rad3d/settings``, checked by every worker before a step runs). A step lost with its worker
+comes back: the Celery settings (acks late, reject on worker lost, a visibility timeout longer than
+the longest step, prefetch 1) are the same here and in ``deploy/celery_worker.yaml``, and a step
+that raises is retried by Dagster (3 more attempts, exponential backoff from
+RAD3D_GPU_RETRY_DELAY_S, default 30 s).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 from typing import Any
 
-from dagster import AssetSelection, define_asset_job
+from dagster import AssetSelection, Backoff, RetryPolicy, define_asset_job
 
 from assets.volumes import GROUP as VOLUMES_GROUP
+from rad3d_pipeline import run_settings
+from resources.settings import output_settings_from_env
 
 CELERY_AVAILABLE = importlib.util.find_spec("dagster_celery") is not None
-RUN_TAGS = {"rad3d/queue": "gpu"}
+QUEUE_TAGS = {"rad3d/queue": "gpu"}
+DEFAULT_MAX_RUNTIME_S = 24 * 3600
+# Longer than the longest GPU step: an unacknowledged task is handed to another worker only after it.
+DEFAULT_VISIBILITY_TIMEOUT_S = 12 * 3600
+DEFAULT_RETRY_DELAY_S = 30
+
+
+def _positive_int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default)).strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a whole number of seconds") from None
+    if value <= 0:
+        raise ValueError(f"{name}={value} must be a positive number of seconds")
+    return value
+
+
+def celery_config_source(visibility_timeout_s: int) -> dict[str, Any]:
+    """Celery settings under which a step lost with its worker is delivered again (also in celery_worker.yaml)."""
+    return {
+        "task_acks_late": True,  # acknowledged when the step ends, not on receipt
+        "task_reject_on_worker_lost": True,  # a killed pool child puts its task back on the queue
+        "worker_prefetch_multiplier": 1,  # a worker holds no task it is not running
+        "broker_transport_options": {
+            "visibility_timeout": visibility_timeout_s,  # an unacknowledged task comes back after this
+            "unacked_restore_interval": 10,  # looked for every 10 s (kombu's default sweep: 100 s)
+            "unacked_restore_throttle": 1,
+            "max_retries": 3,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+        "result_expires": 7 * 24 * 3600,
+    }
 
 
 def celery_executor_def() -> Any:
     from dagster_celery import celery_executor
 
+    visibility = _positive_int_env("RAD3D_CELERY_VISIBILITY_TIMEOUT_S", DEFAULT_VISIBILITY_TIMEOUT_S)
     return celery_executor.configured(
-        {"broker": {"env": "RAD3D_CELERY_BROKER"}, "backend": {"env": "RAD3D_CELERY_BACKEND"}},
+        {
+            "broker": {"env": "RAD3D_CELERY_BROKER"},
+            "backend": {"env": "RAD3D_CELERY_BACKEND"},
+            "config_source": celery_config_source(visibility),
+        },
         name="rad3d_celery",
     )
+
+
+def gpu_code_versions() -> dict[str, str]:
+    """The code versions of the assets the GPU jobs run (part of the settings a worker must share)."""
+    from assets.evaluation import predictions
+    from assets.volumes import volumes
+
+    versions: dict[str, str] = {}
+    for definition in (volumes, predictions):
+        for key, version in definition.code_versions_by_key.items():
+            versions[key.to_user_string()] = version or ""
+    return versions
+
+
+def gpu_run_tags() -> dict[str, str]:
+    """Queue tag, max runtime and this code location's output settings (registered as this process's own)."""
+    settings = output_settings_from_env(gpu_code_versions())
+    run_settings.register_local(settings)
+    max_runtime = _positive_int_env("RAD3D_GPU_MAX_RUNTIME_S", DEFAULT_MAX_RUNTIME_S)
+    return {**QUEUE_TAGS, "dagster/max_runtime": str(max_runtime), **run_settings.run_tags(settings)}
 
 
 def celery_jobs() -> list[Any]:
@@ -40,19 +109,24 @@ def celery_jobs() -> list[Any]:
     if not CELERY_AVAILABLE:
         return []
     executor = celery_executor_def()
+    tags = gpu_run_tags()
+    delay = _positive_int_env("RAD3D_GPU_RETRY_DELAY_S", DEFAULT_RETRY_DELAY_S)
+    retry = RetryPolicy(max_retries=3, delay=delay, backoff=Backoff.EXPONENTIAL)
     return [
         define_asset_job(
             "volumes_on_gpu_workers",
             selection=AssetSelection.groups(VOLUMES_GROUP),
             executor_def=executor,
-            tags=RUN_TAGS,
+            tags=tags,
+            op_retry_policy=retry,
             description="Model-ready volumes (group volumes) for a shard range, each step on a Celery GPU worker.",
         ),
         define_asset_job(
             "predictions_on_gpu_workers",
             selection=AssetSelection.assets("predictions"),
             executor_def=executor,
-            tags=RUN_TAGS,
+            tags=tags,
+            op_retry_policy=retry,
             description="Model predictions for a model x task range, each step on a Celery GPU worker.",
         ),
     ]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
+from rad3d_pipeline import run_settings
 from rad3d_pipeline.ctrate import Split, parse_splits
 from rad3d_pipeline.patients import DEFAULT_SHARDS
 
@@ -39,8 +41,43 @@ def env_models_file() -> str | None:
     return os.environ.get("RAD3D_MODELS_FILE") or None
 
 
+def output_settings_from_env(code_versions: Mapping[str, str]) -> dict[str, str]:
+    """The output-shaping settings this process takes from its own environment, plus the given code versions.
+
+    The same variables and defaults as the composition root (rad3d/definitions.py) and the volumes
+    resource read; the launching code location puts them on the GPU jobs as tags, a worker compares
+    them with its own before a step runs (``Rad3dSettings.setup_for_execution``). Secrets are not
+    among them; machine-local knobs that do not change an output (device, worker counts) neither.
+    """
+    from resources.volumes import volume_settings_from_env  # the volumes resource's own reading of the env
+
+    volume = volume_settings_from_env()
+    out = env_out_dir()
+    env = os.environ
+    settings = {
+        "RAD3D_OUT": os.path.abspath(out),
+        "RAD3D_CTRATE_ROOT": os.path.abspath(env.get("RAD3D_CTRATE_ROOT", os.path.join(out, "sample_ctrate"))),
+        "RAD3D_SPLIT": env.get("RAD3D_SPLIT", "all"),
+        "RAD3D_SEED": env.get("RAD3D_SEED", "0"),
+        "RAD3D_SHARDS": str(env_shards()),
+        "RAD3D_VOLUME_PROFILES": volume.profiles,
+        "RAD3D_VOLUME_PROFILES_FILE": run_settings.file_identity(volume.profiles_file),
+        "RAD3D_VOLUME_SPLITS": volume.splits,
+        "RAD3D_CTRATE_VERSION": volume.ctrate_version,
+        "RAD3D_MODELS": env_models(),
+        "RAD3D_MODELS_FILE": run_settings.file_identity(env_models_file()),
+    }
+    settings.update({f"code_version:{name}": version for name, version in code_versions.items()})
+    return settings
+
+
 class Rad3dSettings(ConfigurableResource):
-    """Where outputs go and what a build covers."""
+    """Where outputs go and what a build covers.
+
+    Before a step runs, a run launched with output settings (the GPU jobs' ``rad3d/settings`` tag)
+    is checked against this process's own: a worker whose settings or code versions differ refuses
+    the step with one line naming each difference.
+    """
 
     out_dir: str = Field(default=DEFAULT_OUT, description="Data root: tables, release, quarantine, reports.")
     splits: str = Field(default="all", description="CT-RATE splits to build: valid, train or all.")
@@ -67,6 +104,15 @@ class Rad3dSettings(ConfigurableResource):
     )
     alignscore_ckpt: str | None = Field(default=None, description="AlignScore checkpoint (RAD3D_ALIGNSCORE_CKPT).")
     metric_workers: int = Field(default=1, description="Text-metric processes (RAD3D_METRIC_WORKERS).")
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        run = context.dagster_run
+        if run is None or run_settings.SETTINGS_TAG not in run.tags:
+            return
+        local = run_settings.local_settings()
+        if local is None:  # the composition root did not register them: this process's env, no code versions
+            local = output_settings_from_env({})
+        run_settings.check(run.tags, local)
 
     def split_tuple(self) -> tuple[Split, ...]:
         return parse_splits(self.splits)

@@ -6,6 +6,7 @@ Debian's redis-server (``scripts/setup.sh --system`` installs it).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -85,6 +86,7 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProductionI
             "DAGSTER_HOME": str(home),
             "RAD3D_OUT": str(out),
             "RAD3D_CTRATE_ROOT": str(tmp / "ct"),
+            "RAD3D_COMPUTE_LOGS": str(tmp / "compute_logs"),
         }
         prod = ProductionInstance(tmp, home, settings)
         env = prod.env()
@@ -292,3 +294,451 @@ def test_celery_worker_runs_partitions_through_redis(production: ProductionInsta
             # The run's own event log (in PostgreSQL) names the Celery worker that executed the step.
             messages = [e.message or "" for e in instance.all_logs(runs[0].run_id)]
             assert any(f"Executing steps {step} in celery worker" in m for m in messages), messages[-20:]
+
+
+# ---------------------------------------------------------------------------------------------
+# The documented launch commands against a daemon and webserver started from workspace.yaml, and
+# GPU workers lost mid-step (issue 15).
+
+PROD_SECTIONS = ("Production profile", "GPU-worker backfills")
+# Commands of those sections the service test does not run, with the reason (anything else it runs).
+NOT_RUN_HERE = {
+    ".venv/bin/rad3d build": "in-process builds: tests/test_cli.py runs rad3d build --partitions",
+    ".venv/bin/dagster asset materialize": "in-process materialization, no daemon or worker involved",
+}
+
+
+def readme_commands(sections: tuple[str, ...] = PROD_SECTIONS) -> list[str]:
+    """The commands of the README's ```bash blocks in these sections (comments and blank lines dropped)."""
+    text = (REPO / "README.md").read_text()
+    commands: list[str] = []
+    for section in sections:
+        start = text.index(f"## {section}\n")
+        end = text.find("\n## ", start + 1)
+        body = text[start : end if end > 0 else len(text)]
+        for block in body.split("```bash\n")[1:]:
+            lines = block.split("```", 1)[0].splitlines()
+            for line in lines:
+                line = line.split(" #", 1)[0].strip()
+                if line and not line.startswith("#"):
+                    commands.append(line)
+    return commands
+
+
+def test_readme_commands_are_the_ones_tested() -> None:
+    """Every command in the production sections is run by the service test below (or says why not)."""
+    commands = readme_commands()
+    run_here = [c for c in commands if not any(c.startswith(p) for p in NOT_RUN_HERE)]
+    assert set(run_here) == set(EXPECTED_README_COMMANDS), sorted(set(run_here) ^ set(EXPECTED_README_COMMANDS))
+    # The CLI launch names the workspace's location, never a module (its location would be another one).
+    assert not [c for c in commands if "job backfill" in c and ("-m " in c or "-l rad3d" not in c)]
+
+
+EXPECTED_README_COMMANDS = (
+    "createuser dagster && createdb -O dagster dagster",
+    "dagster instance concurrency set llm 16",
+    "dagster instance concurrency set gpu 2",
+    "dagster-webserver -w workspace.yaml -h 0.0.0.0 -p 3000",
+    "dagster-daemon run -w workspace.yaml",
+    "dagster-celery worker start -A dagster_celery.app -y deploy/celery_worker.yaml -q gpu -- --concurrency 1",
+    "rad3d ops slots",
+    "rad3d ops slots --free",
+    ".venv/bin/dagster job backfill -w workspace.yaml -l rad3d -j volumes_on_gpu_workers --partitions 00,01,02,03 "
+    "--noprompt",
+    ".venv/bin/dagster job backfill -w workspace.yaml -l rad3d -j predictions_on_gpu_workers --partitions "
+    '"prior|4,prior|5" --noprompt',
+)
+
+
+def readme_command(prefix: str) -> list[str]:
+    import shlex
+
+    commands = readme_commands()
+    matches = [c for c in commands if c == prefix] or [c for c in commands if c.startswith(prefix)]
+    [line] = matches
+    return shlex.split(line)
+
+
+def as_run_here(argv: list[str], **replace: str) -> list[str]:
+    """A README command for this machine: .venv/bin/ tools by absolute path, some arguments replaced."""
+    tool = argv[0].removeprefix(".venv/bin/")
+    exe = str(BIN / tool) if (BIN / tool).exists() else tool
+    out = [exe]
+    args = argv[1:]
+    i = 0
+    while i < len(args):
+        if args[i] in replace:
+            out += [args[i], replace[args[i]]]
+            i += 2
+        else:
+            out.append(args[i])
+            i += 1
+    return out
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def descendants(pid: int) -> list[int]:
+    out = []
+    for child in children(pid):
+        out += [child, *descendants(child)]
+    return out
+
+
+def pool_children(worker_pid: int) -> list[int]:
+    """The Celery pool processes of a `dagster-celery worker start` (its grandchildren)."""
+    return [p for c in children(worker_pid) for p in children(c)]
+
+
+def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as handle:
+        return subprocess.Popen(
+            argv, env=env, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def valid_shards(ctrate_root: Path) -> list[str]:
+    from assets.partitions import N_SHARDS
+    from rad3d_pipeline.patients import shard_key
+
+    shards = set()
+    for volume in ctrate_root.rglob("valid_*.nii.gz"):
+        shards.add(shard_key("_".join(volume.name.split("_")[:2]), N_SHARDS))
+    return sorted(shards)
+
+
+class Deployment:
+    """The webserver and daemon from workspace.yaml (README commands), Celery workers, the instance."""
+
+    def __init__(self, production: ProductionInstance, env: dict[str, str]) -> None:
+        self.production, self.env, self.logs = production, env, production.tmp / "logs"
+        self.logs.mkdir(exist_ok=True)
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def run_cmd(self, argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(argv, env=env or self.env, cwd=REPO, capture_output=True, text=True, timeout=600)
+
+    def worker(self, name: str, **extra_env: str) -> subprocess.Popen[bytes]:
+        argv = as_run_here(readme_command("dagster-celery worker start"))
+        argv[argv.index("-y") + 1] = str(self.production.tmp / "celery_worker.yaml")
+        split = argv.index("--")
+        argv = [*argv[:split], "-n", name, *argv[split:]]
+        proc = start(argv, {**self.env, **extra_env}, self.logs / f"{name}.log")
+        self.workers.append(proc)
+        return proc
+
+    def backfill(self, job_prefix: str, partitions: str) -> subprocess.CompletedProcess[str]:
+        prefix = f".venv/bin/dagster job backfill -w workspace.yaml -l rad3d -j {job_prefix}"
+        argv = as_run_here(readme_command(prefix), **{"--partitions": partitions})
+        done = self.run_cmd(argv)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return done
+
+
+def wait_runs(instance: Any, run_ids: set[str], timeout_s: float) -> dict[str, Any]:
+    from dagster import DagsterRunStatus
+
+    ended = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        runs = {r.run_id: r for r in instance.get_runs() if r.run_id in run_ids}
+        if len(runs) == len(run_ids) and all(r.status in ended for r in runs.values()):
+            return runs
+        if time.monotonic() > deadline:
+            return runs
+        time.sleep(0.5)
+
+
+def new_runs(instance: Any, before: set[str], job: str, count: int, timeout_s: float = 120) -> set[str]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = {r.run_id for r in instance.get_runs() if r.run_id not in before and r.job_name == job}
+        if len(found) >= count:
+            return found
+        time.sleep(0.5)
+    pytest.fail(f"{count} new run(s) of {job} did not appear")
+
+
+def step_started(instance: Any, run_ids: set[str], step: str, attempts: int = 1) -> str | None:
+    from dagster import DagsterEventType
+
+    for run_id in run_ids:
+        starts = [e for e in instance.all_logs(run_id, of_type=DagsterEventType.STEP_START) if e.step_key == step]
+        if len(starts) >= attempts:
+            return run_id
+    return None
+
+
+def held_gpu_slots(instance: Any) -> int:
+    return len(instance.event_log_storage.get_concurrency_info("gpu").claimed_slots)
+
+
+def run_messages(instance: Any, run_id: str) -> list[str]:
+    """Every message of the run's event log, with the full text (causes included) of any error."""
+    messages = []
+    for entry in instance.all_logs(run_id):
+        messages.append(entry.message or "")
+        data = getattr(entry.dagster_event, "event_specific_data", None) if entry.dagster_event else None
+        error = getattr(data, "error", None)
+        if error is not None:
+            messages.append(error.to_string())
+    return messages
+
+
+def test_gpu_runs_survive_lost_workers(production: ProductionInstance) -> None:
+    """README commands against daemon + webserver from workspace.yaml; whole worker and pool child SIGKILLed."""
+    if importlib.util.find_spec("dagster_celery") is None:
+        skip_or_fail("the production extra (dagster-celery) is not installed")
+    import yaml
+
+    tmp, out = production.tmp, production.tmp / "out"
+    shards = valid_shards(tmp / "ct")
+    assert len(shards) >= 2, shards
+    s1, s2 = shards[:2]
+    visibility = 20
+    worker_config = yaml.safe_load((REPO / "deploy" / "celery_worker.yaml").read_text())
+    worker_config["execution"]["config"]["config_source"]["broker_transport_options"]["visibility_timeout"] = visibility
+    (tmp / "celery_worker.yaml").write_text(yaml.safe_dump(worker_config))
+    pg = production.settings
+    measured: dict[str, float] = {}
+    with redis_server() as redis_url:
+        env = production.env(
+            RAD3D_CELERY_BROKER=redis_url,
+            RAD3D_CELERY_BACKEND=redis_url,
+            RAD3D_CELERY_VISIBILITY_TIMEOUT_S=str(visibility),
+            RAD3D_GPU_RETRY_DELAY_S="1",
+            PGHOST=pg["DAGSTER_PG_HOST"],
+            PGPORT=pg["DAGSTER_PG_PORT"],
+            PGUSER="postgres",
+        )
+        deploy = Deployment(production, env)
+        # The database commands, against the test server (a second database: the instance lives in `dagster`).
+        made = subprocess.run(
+            readme_commands()[0].replace("dagster dagster", "dagster dagster_doc"),
+            shell=True,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert made.returncode == 0, made.stderr
+        for pool in ("llm", "gpu"):
+            done = deploy.run_cmd(as_run_here(readme_command(f"dagster instance concurrency set {pool}")))
+            assert done.returncode == 0, done.stderr[-2000:]
+        port = free_port_for_test()
+        webserver = start(
+            as_run_here(readme_command("dagster-webserver"), **{"-h": "127.0.0.1", "-p": str(port)}),
+            env,
+            deploy.logs / "webserver.log",
+        )
+        daemon = start(as_run_here(readme_command("dagster-daemon run")), env, deploy.logs / "daemon.log")
+        try:
+            wait_serving(port, deploy.logs / "webserver.log")
+            daemons = {"SENSOR", "QUEUED_RUN_COORDINATOR", "MONITORING"}
+            healthy = wait_for_daemons(port, daemons, timeout_s=180)
+            assert healthy >= daemons, (deploy.logs / "daemon.log").read_text()[-3000:]
+            with production.instance() as instance:
+                _scenarios(deploy, instance, out, s1, s2, visibility, measured)
+        finally:
+            for proc in [*deploy.workers, daemon, webserver]:
+                kill_group(proc, signal.SIGTERM)
+    print(f"\nmeasured recovery times (s): {json.dumps({k: round(v, 1) for k, v in measured.items()})}")
+
+
+def free_port_for_test() -> int:
+    from tests.services import free_port
+
+    return free_port()
+
+
+def wait_serving(port: int, log: Path, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if graphql(port, "{ assetNodes { id } }").get("data", {}).get("assetNodes"):
+                return
+        except OSError:
+            pass
+        time.sleep(1)
+    pytest.fail(f"the webserver did not serve; its log:\n{log.read_text()[-3000:]}")
+
+
+def _scenarios(
+    deploy: Deployment, instance: Any, out: Path, s1: str, s2: str, visibility: int, measured: dict[str, float]
+) -> None:
+    from dagster import DagsterRunStatus
+
+    job = "volumes_on_gpu_workers"
+    # 1. Two shards with the README's command; the whole worker SIGKILLed while a step runs.
+    worker1 = deploy.worker("gpu-1")
+    before = {r.run_id for r in instance.get_runs()}
+    deploy.backfill("volumes_on_gpu_workers", f"{s1},{s2}")
+    runs = new_runs(instance, before, job, 2)
+    deadline = time.monotonic() + 240
+    while step_started(instance, runs, "volumes") is None:
+        assert time.monotonic() < deadline, (deploy.logs / "gpu-1.log").read_text()[-3000:]
+        assert worker1.poll() is None, (deploy.logs / "gpu-1.log").read_text()[-3000:]
+        time.sleep(0.2)
+    killed_at = time.monotonic()
+    kill_group(worker1)
+    deploy.worker("gpu-2")
+    ended = wait_runs(instance, runs, timeout_s=visibility + 240)
+    measured["whole_worker_killed_to_success"] = time.monotonic() - killed_at
+    assert {r.status for r in ended.values()} == {DagsterRunStatus.SUCCESS}, {
+        k: (r.status, run_messages(instance, k)[-15:]) for k, r in ended.items()
+    }
+    assert measured["whole_worker_killed_to_success"] < visibility + 240
+    time.sleep(1)
+    assert held_gpu_slots(instance) == 0
+    slots = deploy.run_cmd(as_run_here(readme_command("rad3d ops slots")))
+    assert slots.returncode == 0 and "pool gpu: 0 of 2 slots held" in slots.stdout, slots.stdout + slots.stderr
+    assert not list((out / "volumes").rglob("*.tmp-*"))
+
+    # 2. Only the pool child SIGKILLed (as the OOM killer would): the step runs again, the run succeeds.
+    # The shard's outputs go (so the step has work to do) and a killed writer's old temporary file is planted.
+    npys = sorted((out / "volumes").rglob("*.npy"))
+    assert npys
+    for npy in npys:
+        npy.unlink()
+    planted = npys[0].with_name(f".{npys[0].name}.tmp-deadbeef")
+    planted.write_bytes(b"\x93NUMPY partial")
+    os.utime(planted, (time.time() - 3600, time.time() - 3600))
+    before = {r.run_id for r in instance.get_runs()}
+    deploy.backfill("volumes_on_gpu_workers", f"{s1},{s2}")
+    runs = new_runs(instance, before, job, 2)
+    worker2 = deploy.workers[-1]
+    deadline = time.monotonic() + 240
+    while step_started(instance, runs, "volumes") is None:
+        assert time.monotonic() < deadline, (deploy.logs / "gpu-2.log").read_text()[-3000:]
+        time.sleep(0.1)
+    [child] = pool_children(worker2.pid)
+    killed_at = time.monotonic()
+    os.kill(child, signal.SIGKILL)
+    ended = wait_runs(instance, runs, timeout_s=240)
+    measured["pool_child_killed_to_success"] = time.monotonic() - killed_at
+    assert {r.status for r in ended.values()} == {DagsterRunStatus.SUCCESS}, {
+        k: (r.status, run_messages(instance, k)[-15:]) for k, r in ended.items()
+    }
+    assert step_started(instance, runs, "volumes", attempts=2), "the killed step was not run again"
+    assert worker2.poll() is None
+    time.sleep(1)
+    assert held_gpu_slots(instance) == 0
+    assert not planted.exists() and not list((out / "volumes").rglob("*.tmp-*"))
+    assert all(n.exists() for n in npys)
+    freed = deploy.run_cmd(as_run_here(readme_command("rad3d ops slots --free")))
+    assert freed.returncode == 0 and "freed the slots of 0 ended run(s)" in freed.stdout, freed.stdout + freed.stderr
+
+    # 3. A worker started with other output settings refuses the step, with one line naming the difference.
+    kill_group(worker2, signal.SIGTERM)
+    deploy.worker("gpu-ctclip", RAD3D_VOLUME_PROFILES="ctclip")
+    before = {r.run_id for r in instance.get_runs()}
+    deploy.backfill("volumes_on_gpu_workers", s1)
+    [refused] = new_runs(instance, before, job, 1)
+    ended = wait_runs(instance, {refused}, timeout_s=240)
+    assert ended[refused].status == DagsterRunStatus.FAILURE
+    messages = run_messages(instance, refused)
+    wanted = "RAD3D_VOLUME_PROFILES: worker has ctclip, run was launched with m3d"
+    assert any(wanted in m for m in messages), messages[-20:]
+    assert not list((out / "volumes" / "ctclip").rglob("*.npy"))
+
+    # 4. A launch naming another code location (the old README form) fails and is recorded like any failure.
+    before = {r.run_id for r in instance.get_runs()}
+    old_form = ["job", "backfill", "-m", "rad3d.definitions", "-j", job, "--partitions", s1, "--noprompt"]
+    wrong = deploy.run_cmd([str(BIN / "dagster"), *old_form])
+    assert wrong.returncode == 0, wrong.stderr[-2000:]
+    [lost] = new_runs(instance, before, job, 1)
+    assert wait_runs(instance, {lost}, timeout_s=120)[lost].status == DagsterRunStatus.FAILURE
+    deadline = time.monotonic() + 120
+    records = out / "failures"
+    while not ((records / f"{lost}.json").exists() and (records / f"{refused}.json").exists()):
+        assert time.monotonic() < deadline, sorted(p.name for p in records.glob("*")) if records.exists() else "none"
+        time.sleep(1)
+    assert json.loads((records / f"{lost}.json").read_text())["run_id"] == lost
+
+
+@pytest.mark.parametrize("form", ["postgres_url", "postgres_db_without_scheme"])
+def test_dagsters_documented_postgres_forms(production: ProductionInstance, form: str) -> None:
+    """`postgres_url: postgresql://user@host:port/db` and `postgres_db` without a scheme (psycopg 3 via SQLAlchemy)."""
+    from dagster import DagsterInstance, DagsterRunStatus, job, op
+
+    pg = production.settings
+    db = f"dagster_{form}"
+    createdb = shutil.which("createdb") or "/usr/lib/postgresql/15/bin/createdb"
+    subprocess.run(
+        [createdb, "-h", pg["DAGSTER_PG_HOST"], "-p", pg["DAGSTER_PG_PORT"], "-U", "postgres", db], check=True
+    )
+    home = production.tmp / f"home_{form}"
+    home.mkdir()
+    if form == "postgres_url":
+        storage = {"postgres_url": f"postgresql://postgres@{pg['DAGSTER_PG_HOST']}:{pg['DAGSTER_PG_PORT']}/{db}"}
+    else:  # no password either: the server trusts the connection
+        storage = {
+            "postgres_db": {
+                "hostname": pg["DAGSTER_PG_HOST"],
+                "port": int(pg["DAGSTER_PG_PORT"]),
+                "db_name": db,
+                "username": "postgres",
+            }
+        }
+    import yaml
+
+    (home / "dagster.yaml").write_text(
+        yaml.safe_dump({"storage": {"postgres": storage}, "telemetry": {"enabled": False}})
+    )
+
+    @op
+    def one() -> int:
+        return 1
+
+    @job
+    def tiny() -> None:
+        one()
+
+    instance = DagsterInstance.from_config(str(home))
+    try:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert tiny.execute_in_process(instance=instance).success
+        [run] = instance.get_runs()
+        assert run.status == DagsterRunStatus.SUCCESS and instance.all_logs(run.run_id)
+    finally:
+        instance.dispose()
+    psql = shutil.which("psql") or "psql"
+    counted = subprocess.run(
+        [
+            psql,
+            "-h",
+            pg["DAGSTER_PG_HOST"],
+            "-p",
+            pg["DAGSTER_PG_PORT"],
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-tAc",
+            "select count(*) from runs",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert counted.stdout.strip() == "1"
