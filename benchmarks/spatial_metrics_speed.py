@@ -21,7 +21,16 @@ the ratios (reference / ours) for the published text metrics (BLEU, ROUGE-1/2/L,
 of ``--repeat`` cold repetitions each, and each repetition's own ratio), for the SBERT cosine (one
 run) and for both, and the largest difference of every value.
 
-    .venv/bin/python benchmarks/spatial_metrics_speed.py [--rows 9077] [--workers 1] [--no-sbert]
+Then the per-call case, as a user calls it: one ``rad3d evaluate --protocol spatial --lowercase
+--metrics bleu,rouge,meteor`` process per file, the whole process timed (interpreter start,
+imports, WordNet synonyms, reading, scoring, writing the JSON; best of ``--repeat``), its values
+compared with the reference's, and its ratio against the reference procedure of the same run
+(in-process, WordNet already loaded: the reference's most favourable figure) and against the
+reference procedure run the same way, one process per file as a user runs the benchmark's script
+(``--reference-process FILE``: its imports and NLTK's WordNet load counted). And the fixed cost: the
+same command on a 10-row file against ``python -c pass`` (best of ``--repeat`` each).
+
+    .venv/bin/python benchmarks/spatial_metrics_speed.py [--rows 9077] [--workers 1] [--no-sbert] [--no-per-call]
 """
 
 from __future__ import annotations
@@ -31,6 +40,8 @@ import gc
 import importlib
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import zlib
@@ -196,6 +207,92 @@ def run_part(label: str, paths: list[Path], fn: Callable[[Path], Values]) -> tup
     return values, total
 
 
+def rad3d_command() -> list[str]:
+    """The ``rad3d`` console script of this interpreter's environment (as a user runs it)."""
+    script = Path(sys.executable).with_name("rad3d")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "rad3d.cli"]
+
+
+def evaluate_call(path: Path, out: Path, workers: int) -> tuple[Values, float]:
+    """One ``rad3d evaluate`` process on ``path``: its values and its wall time (process start counted)."""
+    command = [
+        *rad3d_command(),
+        "evaluate",
+        "--predictions",
+        str(path),
+        "--protocol",
+        "spatial",
+        "--lowercase",
+        "--metrics",
+        ",".join(TEXT_METRICS),
+        "--workers",
+        str(workers),
+        "--out",
+        str(out),
+    ]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"rad3d evaluate failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    results: dict[str, Values] = json.loads(out.read_text(encoding="utf-8"))["results"]
+    return next(iter(results.values())), seconds
+
+
+def best_process_seconds(command: list[str], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        subprocess.run(command, capture_output=True, check=True)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def reference_process(path: Path) -> int:
+    """``--reference-process``: the reference procedure as its own process (what a user's run of the script costs)."""
+    ensure_wordnet()
+    print(json.dumps(reference_text_metrics(path)))
+    return 0
+
+
+def reference_calls(paths: list[Path], repeat: int) -> tuple[list[Values], float]:
+    """The reference procedure, one process per file: values and the best total wall time."""
+    best, values = float("inf"), list[Values]()
+    for repetition in range(1, repeat + 1):
+        total, values = 0.0, list[Values]()
+        for path in paths:
+            start = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, __file__, "--reference-process", str(path)], capture_output=True, text=True, check=True
+            )
+            seconds = time.perf_counter() - start
+            values.append(json.loads(done.stdout.splitlines()[-1]))
+            total += seconds
+            print(f"  reference process (rep {repetition}) {path.name}: {seconds:7.2f}s")
+        best = min(best, total)
+    return values, best
+
+
+def per_call(paths: list[Path], tmp: Path, args: argparse.Namespace) -> tuple[list[Values], float, float, float]:
+    """(values per file, best total seconds of one call per file, 10-row call seconds, python -c pass seconds)."""
+    best_total, values = float("inf"), list[Values]()
+    for repetition in range(1, args.repeat + 1):
+        total, values = 0.0, list[Values]()
+        for path in paths:
+            value, seconds = evaluate_call(path, tmp / f"{path.stem}.json", args.workers)
+            values.append(value)
+            total += seconds
+            print(f"  per call (rep {repetition})   {path.name}: {seconds:7.2f}s")
+        best_total = min(best_total, total)
+    small = tmp / "ten_rows.jsonl"
+    small.write_text("".join(paths[0].read_text(encoding="utf-8").splitlines(keepends=True)[:10]), encoding="utf-8")
+    ten = float("inf")
+    for _ in range(args.repeat):
+        ten = min(ten, evaluate_call(small, tmp / "ten_rows.json", args.workers)[1])
+    bare = best_process_seconds([sys.executable, "-c", "pass"], args.repeat)
+    return values, best_total, ten, bare
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=9077)
@@ -203,6 +300,8 @@ def main() -> int:
         "--workers", type=int, default=usable_cpus(), help="as rad3d evaluate's (default: the usable CPUs)"
     )
     parser.add_argument("--no-sbert", action="store_true", help="text metrics only (no model)")
+    parser.add_argument("--no-per-call", action="store_true", help="skip the one-process-per-file case")
+    parser.add_argument("--reference-process", type=Path, help=argparse.SUPPRESS)  # internal: one reference run
     parser.add_argument("--repeat", type=int, default=3, help="cold repetitions of the text metrics (best counts)")
     parser.add_argument(
         "--torch-threads",
@@ -212,6 +311,8 @@ def main() -> int:
         "threads make wall times erratic)",
     )
     args = parser.parse_args()
+    if args.reference_process is not None:
+        return reference_process(args.reference_process)
     import torch
 
     torch.set_num_threads(args.torch_threads)
@@ -267,6 +368,14 @@ def main() -> int:
             t_ref = min(t_ref, seconds_ref)
             print(f"  ratio of this repetition: {seconds_ref / seconds:.1f}x")
         ratios = [(f"text metrics (BLEU, ROUGE-1/2/L, METEOR), best of {args.repeat}", t_ref, t_ours)]
+        calls: list[Values] = []
+        if not args.no_per_call:
+            print("per call: one `rad3d evaluate` process per file (process start, imports and WordNet counted)")
+            calls, t_calls, t_ten, t_bare = per_call(paths, Path(tmp), args)
+            reference_runs, t_ref_calls = reference_calls(paths, args.repeat)
+            calls_label = f"text metrics, one rad3d evaluate process per file, best of {args.repeat}"
+            ratios.append((f"{calls_label}, vs the reference in-process", t_ref, t_calls))
+            ratios.append((f"{calls_label}, vs the reference as one process per file", t_ref_calls, t_calls))
         if model is not None:
             embedder = text_metrics.SentenceEmbedder()
             ours_cos, t_ours_sbert = run_part("ours SBERT", paths, lambda p: ours_sbert(p, embedder))
@@ -284,6 +393,19 @@ def main() -> int:
         for key in b:
             worst[key] = max(worst.get(key, 0.0), abs(a[key] - b[key]))
     print("max |ours - reference| per metric: " + ", ".join(f"{k}={v:.2e}" for k, v in worst.items()))
+    if calls:
+        keys = ("count", "bleu", "rouge1_f", "rouge2_f", "rougeL_f", "meteor")
+        equal = all(call[k] == ref[k] for call, ref in zip(calls, reference, strict=True) for k in keys)
+        equal = equal and all(r[k] == ref[k] for r, ref in zip(reference_runs, reference, strict=True) for k in keys)
+        worst_call = max(abs(call[k] - ref[k]) for call, ref in zip(calls, reference, strict=True) for k in keys)
+        print(
+            f"per-call values (JSON) equal to the reference's (in-process and per process): {equal} "
+            f"(max |difference| {worst_call:.2e})"
+        )
+        print(
+            f"fixed cost: rad3d evaluate on a 10-row file {t_ten:.2f}s, python -c pass {t_bare:.2f}s, "
+            f"difference {t_ten - t_bare:.2f}s (best of {args.repeat} each)"
+        )
     for label, reference_seconds, ours_seconds in ratios:
         print(
             f"{label}: reference {reference_seconds:.2f}s, ours {ours_seconds:.2f}s, "

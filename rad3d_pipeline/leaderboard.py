@@ -11,8 +11,20 @@
 * ``correctness_matrix.csv`` / ``.png``: question x model, 1 when correct (closed: the letter rule;
   open: exact match, lowercase and punctuation-insensitive), as the companion benchmark builds it;
 * ``per_category.csv`` / ``.png``: accuracy by question category (the spatial category where a
-  question has one, else its subtask);
-* ``answer_lengths.csv`` / ``.png``: words per reference answer and per model's predictions.
+  question has one, else its subtask, named for a reader: "Task 5, 2nd follow-up" rather than the
+  scan letter), one chart panel per task; a zero bar is labelled 0, a missing one n/a;
+* ``answer_lengths.csv`` / ``.png``: words per reference answer and per model's predictions;
+* uncertainty (:mod:`rad3d_pipeline.bootstrap`): every Table 4 and subtask value with its 95%
+  bootstrap interval (``52.6 [50.1, 55.0]``; resampling unit: the volume, 1000 resamples by
+  default), ``intervals.csv`` (the same, numeric, long format), error bars in the bar charts, and
+  ``pairwise.csv`` / ``pairwise.md``: for every pair of models per task and metric the difference,
+  its paired bootstrap interval and a paired permutation test's p-value (raw and Holm-adjusted).
+
+Per-question scores for the intervals are passed as ``scores`` (:func:`rad3d_pipeline.metrics.sample_scores`
+of ``predictions``); without them the leaderboard scores the predictions itself without BERTScore
+(BLEU, ROUGE, METEOR and accuracies; the same engine, so the same values), and the BERTScore
+columns show their value without an interval. An interval is only shown next to a value it
+reproduces (the per-question scores' macro average equals the table's value).
 """
 
 from __future__ import annotations
@@ -25,8 +37,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rad3d_pipeline.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Uncertainty, uncertainty
 from rad3d_pipeline.closed_choice import m3d_correct
-from rad3d_pipeline.metrics import task_summary
+from rad3d_pipeline.metrics import REQUIRED_COLUMNS, EngineOptions, sample_scores, task_summary
 from rad3d_pipeline.text_metrics import exact_match
 
 OPEN_COLUMNS = (("bleu", "BLEU"), ("rouge1", "ROUGE"), ("meteor", "METEOR"), ("bertscore_f1", "BERTScore"))
@@ -47,6 +60,7 @@ class LeaderboardFiles:
     table4: pd.DataFrame
     files: dict[str, Path] = field(default_factory=dict)
     pngs: dict[str, Path] = field(default_factory=dict)
+    uncertainty: Uncertainty | None = None  # None when intervals were not computed (resamples=0)
 
 
 def _question_type(table: pd.DataFrame, task: int) -> str:
@@ -112,19 +126,45 @@ def correctness_matrix(predictions: pd.DataFrame) -> pd.DataFrame:
     return matrix.reset_index()
 
 
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def subtask_label(task: int, name: str) -> str:
+    """A subtask's name for a reader: Tasks 5/6 name the current scan's letter, b = the 1st follow-up scan."""
+    text = str(name).strip()
+    if int(task) in (5, 6) and len(text) == 1 and "b" <= text.lower() <= "z":
+        return f"{_ordinal(ord(text.lower()) - ord('a'))} follow-up"
+    return text.replace("_", " ")
+
+
 def per_category(predictions: pd.DataFrame, categories: dict[tuple[str, str], str] | None = None) -> pd.DataFrame:
-    """Accuracy (see :func:`row_correct`) per model x category; category from ``categories`` keyed by
-    (volume key, normalised question), else the subtask name."""
+    """Accuracy (see :func:`row_correct`) per task x category x model, with the number of questions ``n``.
+
+    Category: from ``categories`` keyed by (volume key, normalised question) where a question has one
+    (the spatial category), else the subtask's readable name (:func:`subtask_label`); ``label`` is
+    ``"Task <N>, <category>"``. Models without a question in a category have no row there.
+    """
     frame = predictions.assign(correct=row_correct(predictions))
-    fallback = "Task" + frame["Task"].astype(str) + " " + frame["subtask_name"].astype(str)
+    frame["Task"] = frame["Task"].astype(int)
+    names = frame["subtask_name"] if "subtask_name" in frame else frame["Subtask"]
+    fallback = pd.Series(
+        [subtask_label(t, n) for t, n in zip(frame["Task"], names.astype(str), strict=True)], index=frame.index
+    )
     if categories:
         keys = zip(frame["VolumeName"].map(volume_key), frame["Question"].map(question_key), strict=True)
         found = pd.Series([categories.get(k, "") for k in keys], index=frame.index)
         frame["category"] = found.where(found != "", fallback)
     else:
         frame["category"] = fallback
-    table = frame.groupby(["category", "model"], sort=True)["correct"].agg(["mean", "size"]).reset_index()
-    return table.rename(columns={"mean": "accuracy", "size": "n"})
+    # subtask order within a task (not alphabetical), spatial categories after them
+    order = frame.groupby(["Task", "category"])["Subtask"].min().rename("_order")
+    groups = frame.groupby(["Task", "category", "model"], sort=False)["correct"]
+    table = groups.agg(["mean", "size"]).reset_index().join(order, on=["Task", "category"])
+    table = table.sort_values(["Task", "_order", "category"], kind="stable").drop(columns="_order")
+    table.insert(2, "label", "Task " + table["Task"].astype(str) + ", " + table["category"])
+    return table.rename(columns={"mean": "accuracy", "size": "n"}).reset_index(drop=True)
 
 
 def volume_key(name: str) -> str:
@@ -177,29 +217,127 @@ def _plt() -> Any:
 def _png(fig: Any) -> bytes:
     plt = _plt()
     buffer = io.BytesIO()
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     return buffer.getvalue()
 
 
-def grouped_bars(frame: pd.DataFrame, title: str, ylabel: str) -> bytes:
-    """Bars of ``frame`` (rows = x groups, columns = series)."""
-    plt = _plt()
+def _draw_bars(
+    ax: Any,
+    frame: pd.DataFrame,
+    low: pd.DataFrame | None = None,
+    high: pd.DataFrame | None = None,
+    colors: dict[str, Any] | None = None,
+) -> None:
+    """Grouped bars on ``ax``: rows = x groups, columns = series; error bars from ``low``/``high`` where given.
+
+    A bar of height 0 is labelled ``0`` and a missing value ``n/a`` at the baseline, so neither looks
+    like a bar that was forgotten.
+    """
     n_groups, n_series = frame.shape
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * n_groups * max(n_series, 1) * 0.6 + 2), 3.8))
     width = 0.8 / max(n_series, 1)
     x = np.arange(n_groups)
+    top = float(np.nanmax(frame.to_numpy(dtype=float))) if frame.notna().any().any() else 1.0
+    if high is not None and high.notna().any().any():
+        top = max(top, float(np.nanmax(high.to_numpy(dtype=float))))
+    offset = 0.01 * max(top, 1.0)
     for k, column in enumerate(frame.columns):
         values = frame[column].to_numpy(dtype=float)
-        ax.bar(x + (k - (n_series - 1) / 2) * width, np.nan_to_num(values), width, label=str(column))
-    ax.set_xticks(
-        x, [str(i) for i in frame.index], rotation=30 if n_groups > 4 else 0, ha="right" if n_groups > 4 else "center"
-    )
+        positions = x + (k - (n_series - 1) / 2) * width
+        errors = None
+        if low is not None and high is not None and column in low and column in high:
+            lo = low[column].reindex(frame.index).to_numpy(dtype=float)
+            hi = high[column].reindex(frame.index).to_numpy(dtype=float)
+            errors = np.nan_to_num(np.vstack([values - lo, hi - values]).clip(min=0))
+        color = (colors or {}).get(str(column))
+        ax.bar(
+            positions,
+            np.nan_to_num(values),
+            width,
+            label=str(column),
+            color=color,
+            yerr=errors,
+            capsize=2 if errors is not None else 0,
+            error_kw={"elinewidth": 0.8, "ecolor": "0.25"},
+        )
+        for position, value in zip(positions, values, strict=True):
+            if np.isnan(value) or value == 0:
+                ax.text(
+                    position,
+                    offset,
+                    "n/a" if np.isnan(value) else "0",
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                    fontweight="bold",
+                    rotation=90 if n_series > 3 else 0,
+                    color="0.2",
+                )
+    rotate = n_groups > 4 or max((len(str(i)) for i in frame.index), default=0) > 14
+    ax.set_xticks(x, [str(i) for i in frame.index], rotation=30 if rotate else 0, ha="right" if rotate else "center")
+    ax.set_ylim(bottom=0)
+
+
+def grouped_bars(
+    frame: pd.DataFrame,
+    title: str,
+    ylabel: str,
+    low: pd.DataFrame | None = None,
+    high: pd.DataFrame | None = None,
+    note: str = "",
+) -> bytes:
+    """Bars of ``frame`` (rows = x groups, columns = series), error bars from ``low``/``high`` (same shape)."""
+    plt = _plt()
+    n_groups, n_series = frame.shape
+    fig, ax = plt.subplots(figsize=(max(7.0, 0.9 * n_groups * max(n_series, 1) * 0.6 + 2), 4.2))
+    _draw_bars(ax, frame, low, high)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
+    if note:
+        import textwrap
+
+        ax.set_xlabel(textwrap.fill(note, 110), fontsize=7, color="0.3")
     if n_series > 1:
         ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def category_panels(table: pd.DataFrame, models: list[str], title: str = "Accuracy per category") -> bytes:
+    """One panel per task of :func:`per_category`'s table: categories on x, one bar per model (% correct)."""
+    plt = _plt()
+    tasks = list(dict.fromkeys(int(t) for t in table["Task"]))
+    widths = [table[table["Task"] == t]["category"].nunique() for t in tasks]
+    width = max(6.0, min(0.28 * max(widths, default=1) * max(len(models), 1) + 2.5, 24.0))
+    heights = [1.0 + 0.5 * (n > 4) for n in widths]  # rotated category names need room below
+    fig, axes = plt.subplots(
+        len(tasks),
+        1,
+        figsize=(width, sum(2.6 * h for h in heights) + 0.6),
+        squeeze=False,
+        layout="constrained",
+        gridspec_kw={"height_ratios": heights},
+    )
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = {m: cycle[i % len(cycle)] for i, m in enumerate(models)}
+    for ax, task in zip(axes[:, 0], tasks, strict=True):
+        part = table[table["Task"] == task]
+        pivot = part.pivot(index="category", columns="model", values="accuracy") * 100
+        pivot = pivot.reindex(index=list(dict.fromkeys(part["category"])), columns=models)
+        _draw_bars(ax, pivot, colors=colors)
+        pad = max(6 - len(pivot), 0) / 2  # a task with few categories: bars centred, not stretched
+        ax.set_xlim(-0.5 - pad, len(pivot) - 0.5 + pad)
+        questions = part.groupby("category", sort=False)["n"].max()
+        ax.set_title(
+            f"Task {task} {TASK_NAMES.get(task, '')} ({int(questions.sum())} questions per model)", fontsize=10
+        )
+        ax.set_ylabel("% correct")
+        ax.set_ylim(0, 105)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if len(models) > 1:
+        fig.legend(handles, labels, loc="upper right", fontsize=8, ncols=min(len(models), 4))
+    fig.suptitle(title, x=0.01, ha="left", fontsize=11)
     return _png(fig)
 
 
@@ -235,13 +373,119 @@ def _markdown(frame: pd.DataFrame, index: bool = True) -> str:
     return frame.to_markdown(index=index, floatfmt=".2f")
 
 
+INTERVAL_METRICS = ("bleu", "rouge1", "meteor", "bertscore_f1", "accuracy")
+_LABEL_METRIC = {label: metric for metric, label in (*OPEN_COLUMNS, *CLOSED_COLUMNS)}
+_HEADLINE_METRIC = {"accuracy": "accuracy", "BERTScore F1": "bertscore_f1", "ROUGE-1": "rouge1"}
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return frame.to_dict("records")  # type: ignore[return-value]
+
+
+def _matches(value: float, estimate: float) -> bool:
+    return bool(np.isfinite(value) and np.isfinite(estimate) and abs(value - estimate) <= 1e-9 * max(1.0, abs(value)))
+
+
+def format_interval(value: float, low: float, high: float, digits: int = 1) -> str:
+    """``52.6 [50.1, 55.0]``; the value alone without an interval; empty for a missing value."""
+    if value is None or not np.isfinite(value):
+        return ""
+    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def table4_intervals(table: pd.DataFrame, result: Uncertainty | None) -> pd.DataFrame:
+    """Table 4's cells (percent) with their interval: Model, column, Task, metric, value, low, high (NaN: none)."""
+    found: dict[tuple[str, int, str], tuple[float, float, float]] = {}
+    if result is not None:
+        for row in _records(result.tasks):
+            key = (str(row["model"]), int(row["Task"]), str(row["metric"]))
+            found[key] = (row["value"] * 100, row["low"] * 100, row["high"] * 100)
+    rows = []
+    for column in table.columns:
+        task_text, label = column.split(" ", 1)
+        task, metric = int(task_text.removeprefix("Task")), _LABEL_METRIC.get(label, label)
+        for model in table.index:
+            value = float(table.loc[model, column])
+            estimate, low, high = found.get((str(model), task, metric), (np.nan, np.nan, np.nan))
+            if not _matches(value, estimate):
+                low = high = np.nan
+            rows.append((model, column, task, metric, value, low, high))
+    return pd.DataFrame(rows, columns=["Model", "column", "Task", "metric", "value", "low", "high"])
+
+
+def subtask_intervals(subtasks: pd.DataFrame, result: Uncertainty | None) -> pd.DataFrame:
+    """The subtask table's headline cells with their interval (percent): Task, Subtask, subtask_name, model,
+    metric, value, low, high."""
+    found: dict[tuple[str, int, int, str], tuple[float, float, float]] = {}
+    if result is not None:
+        for row in _records(result.subtasks):
+            key = (str(row["model"]), int(row["Task"]), int(row["Subtask"]), str(row["metric"]))
+            found[key] = (row["value"] * 100, row["low"] * 100, row["high"] * 100)
+    keys = {"Task", "Subtask", "subtask_name", "metric"}
+    models = [c for c in subtasks.columns if c not in keys]
+    rows = []
+    for record in subtasks.to_dict("records"):
+        metric = _HEADLINE_METRIC.get(str(record["metric"]), str(record["metric"]))
+        for model in models:
+            value = float(record[model])
+            key = (model, int(record["Task"]), int(record["Subtask"]), metric)
+            estimate, low, high = found.get(key, (np.nan, np.nan, np.nan))
+            if not _matches(value, estimate):
+                low = high = np.nan
+            rows.append((record["Task"], record["Subtask"], record["subtask_name"], model, metric, value, low, high))
+    return pd.DataFrame(rows, columns=["Task", "Subtask", "subtask_name", "model", "metric", "value", "low", "high"])
+
+
+def pairwise_table(result: Uncertainty) -> pd.DataFrame:
+    """Every pair of models per task and metric, differences in percentage points."""
+    labels = {metric: label for metric, label in (*OPEN_COLUMNS, *CLOSED_COLUMNS)}
+    pairs = result.pairs.copy()
+    pairs["metric"] = pairs["metric"].map(lambda m: labels.get(m, m))
+    for column in ("difference", "low", "high"):
+        pairs[column] = pairs[column] * 100
+    pairs["resamples"] = result.resamples
+    pairs["resampling_unit"] = "volume"
+    return pairs
+
+
+def _pairwise_markdown(pairs: pd.DataFrame, note: str) -> str:
+    shown = pd.DataFrame(
+        {
+            "Task": pairs["Task"],
+            "metric": pairs["metric"],
+            "model A": pairs["model_a"],
+            "model B": pairs["model_b"],
+            "A - B (pp) [95% CI]": [
+                format_interval(v, lo, hi, 2)
+                for v, lo, hi in zip(pairs["difference"], pairs["low"], pairs["high"], strict=True)
+            ],
+            "p": [f"{p:.3g}" if np.isfinite(p) else "" for p in pairs["p_value"]],
+            "p (Holm)": [f"{p:.3g}" if np.isfinite(p) else "" for p in pairs["p_holm"]],
+        }
+    )
+    text = "# Pairwise differences between models\n\n" + note + "\n\n"
+    return text + (shown.to_markdown(index=False) if len(shown) else "(fewer than two models)") + "\n"
+
+
 def write_leaderboard(
     metric_table: pd.DataFrame,
     predictions: pd.DataFrame,
     folder: Path,
     categories: dict[tuple[str, str], str] | None = None,
+    *,
+    scores: pd.DataFrame | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    confidence: float = DEFAULT_CONFIDENCE,
 ) -> LeaderboardFiles:
-    """Write every leaderboard file under ``folder`` (see the module docstring)."""
+    """Write every leaderboard file under ``folder`` (see the module docstring).
+
+    ``scores``: per-question scores of ``predictions`` (same index, :func:`rad3d_pipeline.metrics.sample_scores`)
+    for the intervals; None scores the predictions here without BERTScore. ``resamples=0`` leaves the
+    intervals and the pairwise tables out.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     result = LeaderboardFiles(folder, table4(metric_table))
 
@@ -255,8 +499,20 @@ def write_leaderboard(
         path.write_bytes(png)
         result.pngs[name] = path
 
-    labels = result.table4
-    save_text("table4.csv", labels.to_csv(float_format="%.4f"))
+    needed = {"VolumeName", *REQUIRED_COLUMNS} if scores is None else {"VolumeName", "model", "Task", "Subtask"}
+    if resamples > 0 and len(predictions) and needed <= set(predictions.columns):
+        if scores is None:
+            scores = sample_scores(predictions, EngineOptions(bertscore=False))
+        result.uncertainty = uncertainty(
+            predictions, scores, INTERVAL_METRICS, resamples=resamples, confidence=confidence, seed=seed
+        )
+    unc = result.uncertainty
+    numeric = result.table4
+    cells = table4_intervals(numeric, unc)
+    shown = numeric.astype(object).copy()
+    for cell in _records(cells):
+        shown.loc[cell["Model"], cell["column"]] = format_interval(cell["value"], cell["low"], cell["high"])
+    save_text("table4.csv", shown.to_csv())
     notes = []
     if len(metric_table):
         for column, label in (("bertscore_model", "BERTScore model"), ("jury", "LLM jury")):
@@ -265,31 +521,87 @@ def write_leaderboard(
                 notes.append(f"{label}: {'; '.join(values)}")
         versions = sorted({str(v) for v in metric_table["protocol_version"]})
         notes.append(f"protocol: {', '.join(versions)}; values in percent, macro-averaged over subtasks")
-    save_text("table4.md", _markdown(labels) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+    if unc is not None:
+        notes.append(f"[low, high]: {unc.note()}; pairwise differences and p-values in pairwise.md")
+        missing = cells[cells["value"].notna() & cells["low"].isna()]
+        if len(missing):
+            columns = ", ".join(dict.fromkeys(missing["column"]))
+            notes.append(f"no interval (no per-question scores reproducing the value) for: {columns}")
+    else:
+        reason = "resamples=0" if resamples <= 0 else "no per-question rows with volume names"
+        notes.append(f"no intervals computed ({reason})")
+    save_text("table4.md", shown.to_markdown() + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
     subtasks = subtask_table(metric_table) if len(metric_table) else pd.DataFrame()
     save_text("subtasks.csv", subtasks.to_csv(index=False, float_format="%.4f"))
-    save_text("subtasks.md", _markdown(subtasks, index=False) + "\n")
+    sub_cells = subtask_intervals(subtasks, unc) if len(subtasks) else pd.DataFrame()
+    if len(subtasks):
+        sub_shown = subtasks.astype(object).copy()
+        by_key = {(r["Task"], r["Subtask"], r["model"]): r for r in _records(sub_cells)}
+        model_columns = [c for c in subtasks.columns if c not in {"Task", "Subtask", "subtask_name", "metric"}]
+        for i, record in enumerate(_records(subtasks)):
+            for model in model_columns:
+                cell = by_key[(record["Task"], record["Subtask"], model)]
+                sub_shown.loc[sub_shown.index[i], model] = format_interval(cell["value"], cell["low"], cell["high"])
+        note = f"\n\n- [low, high]: {unc.note()}\n" if unc is not None else "\n"
+        save_text("subtasks.md", sub_shown.to_markdown(index=False) + note)
+    else:
+        save_text("subtasks.md", "\n")
+    if unc is not None:
+        parts = [cells.rename(columns={"Model": "model"}).assign(level="task", Subtask=np.nan, subtask_name="")]
+        if len(sub_cells):
+            parts.append(sub_cells.assign(level="subtask", column=""))
+        long = pd.concat(parts, ignore_index=True)[
+            ["level", "model", "Task", "Subtask", "subtask_name", "column", "metric", "value", "low", "high"]
+        ]
+        long["resamples"] = unc.resamples
+        long["resampling_unit"] = "volume"
+        long["confidence"] = unc.confidence
+        save_text("intervals.csv", long.to_csv(index=False, float_format="%.4f"))
+        pairs = pairwise_table(unc)
+        save_text("pairwise.csv", pairs.to_csv(index=False, float_format="%.6g"))
+        save_text("pairwise.md", _pairwise_markdown(pairs, unc.pairs_note()))
+    bar_note = f"error bars: {unc.note()}" if unc is not None else ""
     summary = task_summary(metric_table)
     for task in sorted(int(t) for t in summary["Task"].unique()):
         rows = summary[summary["Task"] == task].set_index("model")
         closed = _question_type(metric_table, task) == "Close"
-        columns = (
+        bar_columns: list[tuple[str, str]] = (
             [("accuracy", "Acc (letter rule)"), ("parsed_accuracy", "Acc (parsed choice)")]
             if closed
             else list(OPEN_COLUMNS)
         )
-        data = pd.DataFrame({label: rows[m] * 100 for m, label in columns if m in rows and rows[m].notna().any()})
+        data = pd.DataFrame({label: rows[m] * 100 for m, label in bar_columns if m in rows and rows[m].notna().any()})
+        task_cells = cells[cells["Task"] == task]
+        labels = dict(bar_columns)
+        low = task_cells.assign(label=task_cells["metric"].map(labels)).pivot(
+            index="Model", columns="label", values="low"
+        )
+        high = task_cells.assign(label=task_cells["metric"].map(labels)).pivot(
+            index="Model", columns="label", values="high"
+        )
         name = TASK_NAMES.get(task, "")
         if len(data.columns):
-            save_png(f"bars_task{task}.png", grouped_bars(data, f"Task {task} {name} (macro over subtasks)", "%"))
-        sub = subtasks[subtasks["Task"] == task]
-        models = [c for c in sub.columns if c not in {"Task", "Subtask", "subtask_name", "metric"}]
-        if len(sub) and models:
-            data = sub.set_index("subtask_name")[models]
-            metric = " / ".join(sorted(set(sub["metric"])))
-            save_png(
-                f"bars_subtasks_task{task}.png", grouped_bars(data, f"Task {task} {name}: {metric} per subtask", "%")
+            png = grouped_bars(
+                data,
+                f"Task {task} {name} (macro over subtasks)",
+                "%",
+                low.reindex(data.index),
+                high.reindex(data.index),
+                bar_note,
             )
+            save_png(f"bars_task{task}.png", png)
+        task_subtasks = subtasks[subtasks["Task"] == task]
+        models = [c for c in task_subtasks.columns if c not in {"Task", "Subtask", "subtask_name", "metric"}]
+        if len(task_subtasks) and models:
+            index = [subtask_label(task, n) for n in task_subtasks["subtask_name"]]
+            data = task_subtasks[models].set_axis(index)
+            part = sub_cells[sub_cells["Task"] == task]
+            part = part.assign(label=[subtask_label(task, n) for n in part["subtask_name"]])
+            low = part.pivot(index="label", columns="model", values="low").reindex(index=index, columns=models)
+            high = part.pivot(index="label", columns="model", values="high").reindex(index=index, columns=models)
+            metric = " / ".join(sorted(set(task_subtasks["metric"])))
+            png = grouped_bars(data, f"Task {task} {name}: {metric} per subtask", "%", low, high, bar_note)
+            save_png(f"bars_subtasks_task{task}.png", png)
     if len(predictions):
         matrix = correctness_matrix(predictions)
         save_text("correctness_matrix.csv", matrix.to_csv(index=False))
@@ -297,8 +609,8 @@ def write_leaderboard(
         save_png("correctness_matrix.png", matrix_png(matrix, models))
         categories_table = per_category(predictions, categories)
         save_text("per_category.csv", categories_table.to_csv(index=False, float_format="%.4f"))
-        pivot = categories_table.pivot(index="category", columns="model", values="accuracy")[models] * 100
-        save_png("per_category.png", grouped_bars(pivot, "Accuracy per category", "% correct"))
+        title = "Accuracy per category (closed: 3D-RAD's letter rule; open: exact match)"
+        save_png("per_category.png", category_panels(categories_table, models, title))
         lengths = answer_lengths(predictions)
         stats = lengths.groupby(["source", "QuestionType"])["words"].describe().reset_index()
         save_text("answer_lengths.csv", stats.to_csv(index=False, float_format="%.3f"))

@@ -36,18 +36,24 @@ from Debian's packages through :mod:`rad3d_pipeline.wordnet_setup`.
 
 from __future__ import annotations
 
+import abc
+import builtins
 import functools
 import gc
+import hashlib
+import importlib.util
 import json
 import math
 import multiprocessing
 import os
 import re
+import sys
+import types
 from collections import Counter, _count_elements  # type: ignore[attr-defined]
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from itertools import chain, compress, repeat
 from pathlib import Path
@@ -56,8 +62,8 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from rad3d_pipeline.embeddings import SentenceEmbedder, default_model_path
-from rad3d_pipeline.wordnet_setup import ensure_wordnet
-from rad3d_pipeline.wordnet_synonyms import WordNetSynonyms
+from rad3d_pipeline.wordnet_setup import default_nltk_data, ensure_wordnet
+from rad3d_pipeline.wordnet_synonyms import SynonymTable, open_table
 
 Protocol = Literal["spatial", "3drad"]
 
@@ -155,9 +161,60 @@ class _CachedStemmer:
     """NLTK's PorterStemmer (what both rouge-score and METEOR use) memoised per word."""
 
     def __init__(self) -> None:
-        from nltk.stem.porter import PorterStemmer
+        self.stem: Callable[[str], str] = functools.lru_cache(maxsize=1 << 17)(porter_stemmer_class()().stem)
 
-        self.stem: Callable[[str], str] = functools.lru_cache(maxsize=1 << 17)(PorterStemmer().stem)
+
+def porter_stemmer_class() -> Any:
+    """NLTK's ``PorterStemmer`` class, without importing the ``nltk`` package when it is not loaded yet.
+
+    ``import nltk`` runs NLTK's ``__init__``, which imports scipy, scikit-learn and most of NLTK
+    (about a second). The stemmer's module needs none of it: its three imports (``nltk.redos``
+    and ``nltk.termsec.safe_print`` for its demo, the ``StemmerI`` base class) are given
+    stand-ins and NLTK's own ``nltk/stem/porter.py`` source runs unchanged. Anything unexpected
+    (another import, a missing file) falls back to the real import; ``tests/test_text_metrics.py``
+    checks the stems against the imported class on a broad vocabulary.
+    """
+    if "nltk" not in sys.modules:
+        try:
+            return _porter_from_source()
+        except Exception:
+            pass
+    from nltk.stem.porter import PorterStemmer
+
+    return PorterStemmer
+
+
+class _StemmerI(abc.ABC):  # nltk.stem.api.StemmerI
+    @abc.abstractmethod
+    def stem(self, token: str) -> str: ...
+
+
+@functools.cache
+def _porter_from_source() -> Any:
+    spec = importlib.util.find_spec("nltk")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("nltk is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "stem" / "porter.py"
+    stand_ins = {
+        "nltk": types.SimpleNamespace(redos=None),
+        "nltk.stem.api": types.SimpleNamespace(StemmerI=_StemmerI),
+        "nltk.termsec": types.SimpleNamespace(safe_print=print),
+    }
+
+    def guarded_import(name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
+        if name in stand_ins and level == 0:
+            return stand_ins[name]
+        if name == "nltk" or name.startswith("nltk."):
+            raise ImportError(f"nltk/stem/porter.py now imports {name}")
+        return __import__(name, globals, locals, fromlist, level)
+
+    namespace: dict[str, Any] = {
+        "__builtins__": {**vars(builtins), "__import__": guarded_import},
+        "__name__": "rad3d_pipeline._nltk_porter",
+        "__file__": str(path),
+    }
+    exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), namespace)
+    return namespace["PorterStemmer"]
 
 
 @functools.cache
@@ -332,8 +389,9 @@ def _wordnet() -> Any:
 
 
 @functools.cache
-def _wordnet_synonyms() -> WordNetSynonyms:
-    return WordNetSynonyms(_wordnet())
+def _wordnet_synonyms() -> SynonymTable:
+    """METEOR's synonym lookup from the precomputed table (milliseconds; built once if missing or stale)."""
+    return open_table(ensure_wordnet())
 
 
 def _synonyms(word: str) -> frozenset[str]:
@@ -453,7 +511,6 @@ def _meteor_lowercase(
 
 def _meteor(reference_tokens: list[str], hypothesis_tokens: list[str], cache: bool) -> float:
     if cache:
-        _wordnet()
         return meteor(reference_tokens, hypothesis_tokens)
     from nltk.translate.meteor_score import meteor_score
 
@@ -511,6 +568,103 @@ _13A_RULES = (
 )
 
 
+_SACREBLEU_SOURCES = (
+    "tokenizers/tokenizer_base.py",
+    "tokenizers/tokenizer_re.py",
+    "tokenizers/tokenizer_13a.py",
+    "metrics/bleu.py",
+    "utils.py",
+)
+
+
+def _sacrebleu_sources_sha256() -> str | None:
+    """SHA-256 of the sacreBLEU files whose rules and formula are reproduced here (found without importing it)."""
+    spec = importlib.util.find_spec("sacrebleu")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    package = Path(next(iter(spec.submodule_search_locations)))
+    digest = hashlib.sha256()
+    try:
+        for name in _SACREBLEU_SOURCES:
+            digest.update(name.encode() + b"\0" + (package / name).read_bytes() + b"\0")
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _sacrebleu_stamp(digest: str) -> Path:
+    return default_nltk_data() / "corpora" / f"rad3d-sacrebleu-{digest[:24]}.verified"
+
+
+@functools.cache
+def _sacrebleu_verified() -> bool:
+    """Whether the installed sacreBLEU has the 13a rules and corpus formula reproduced here.
+
+    Checked against sacreBLEU itself once per version of its source files (importing it costs
+    about 0.2 s), then remembered in a stamp file named by their SHA-256; a changed sacreBLEU has
+    another checksum and is checked again. Where it differs, its own code is called instead.
+    """
+    digest = _sacrebleu_sources_sha256()
+    if digest is None:
+        return False
+    stamp = _sacrebleu_stamp(digest)
+    if stamp.is_file():
+        return True
+    if not _sacrebleu_matches():
+        return False
+    with suppress(OSError):  # a read-only environment checks again next time
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text("sacreBLEU 13a rules and corpus BLEU (exp smoothing) reproduced exactly\n", encoding="utf-8")
+    return True
+
+
+def _sacrebleu_matches() -> bool:
+    """sacreBLEU's own 13a rules equal ``_13A_RULES`` and its ``compute_bleu`` equals :func:`_bleu_exp`."""
+    import random
+
+    import sacrebleu
+    from sacrebleu.tokenizers.tokenizer_re import TokenizerRegexp
+
+    rules = TokenizerRegexp()._re  # type: ignore[no-untyped-call]
+    if tuple((pattern.pattern, replacement, pattern.flags) for pattern, replacement in rules) != tuple(
+        (pattern, replacement, re.compile(pattern).flags) for pattern, replacement in _13A_RULES
+    ):
+        return False
+    rng = random.Random(13)
+    k = SACREBLEU_MAX_ORDER
+    for _ in range(400):
+        total = [rng.choice((0, rng.randint(1, 50), rng.randint(1, 10**6))) for _ in range(k)]
+        correct = [rng.randint(0, t) if rng.random() < 0.8 else 0 for t in total]
+        sys_len, ref_len = rng.randint(0, 10**6), rng.randint(0, 10**6)
+        theirs = sacrebleu.BLEU.compute_bleu(
+            correct=list(correct), total=list(total), sys_len=sys_len, ref_len=ref_len, smooth_method="exp"
+        ).score
+        if float(theirs) != _bleu_exp(correct, total, sys_len, ref_len):
+            return False
+    return True
+
+
+def _bleu_exp(correct: Sequence[int], total: Sequence[int], sys_len: int, ref_len: int) -> float:
+    """sacreBLEU's ``BLEU.compute_bleu(..., smooth_method="exp", max_ngram_order=4).score``, same operations."""
+    bp = 1.0
+    if sys_len < ref_len:
+        bp = math.exp(1 - ref_len / sys_len) if sys_len > 0 else 0.0
+    order = SACREBLEU_MAX_ORDER
+    precisions = [0.0] * order
+    if not any(correct):
+        return 0.0
+    smooth_mteval = 1.0
+    for n in range(1, order + 1):
+        if total[n - 1] == 0:
+            break
+        if correct[n - 1] == 0:
+            smooth_mteval *= 2
+            precisions[n - 1] = 100.0 / (smooth_mteval * total[n - 1])
+        else:
+            precisions[n - 1] = 100.0 * correct[n - 1] / total[n - 1]
+    return bp * math.exp(sum([math.log(p) if p != 0.0 else -9999999999 for p in precisions]) / order)
+
+
 @functools.cache
 def _regexp_tokenizer_steps() -> tuple[dict[int, str], list[tuple[re.Pattern[str], str]]] | None:
     """sacreBLEU's ``TokenizerRegexp`` rules: the first (pad every symbol and space) as a translation table.
@@ -521,11 +675,14 @@ def _regexp_tokenizer_steps() -> tuple[dict[int, str], list[tuple[re.Pattern[str
     neighbouring characters, one of them "." "," or "-". None if the installed sacreBLEU has
     other rules: then its own tokenizer is used.
     """
-    from sacrebleu.tokenizers.tokenizer_re import TokenizerRegexp
+    if _sacrebleu_verified():  # the rules are sacreBLEU's: no need to import it
+        rules = [(re.compile(pattern), replacement) for pattern, replacement in _13A_RULES]
+    else:
+        from sacrebleu.tokenizers.tokenizer_re import TokenizerRegexp
 
-    rules = TokenizerRegexp()._re  # type: ignore[no-untyped-call]
-    if tuple((pattern.pattern, replacement) for pattern, replacement in rules) != _13A_RULES:
-        return None
+        rules = TokenizerRegexp()._re  # type: ignore[no-untyped-call]
+        if tuple((pattern.pattern, replacement) for pattern, replacement in rules) != _13A_RULES:
+            return None
     (first, _), *rest = rules
     table = {code: f" {chr(code)} " for code in range(128) if first.fullmatch(chr(code))}
     return table, rest
@@ -680,11 +837,11 @@ def corpus_bleu(predictions: Sequence[str], references: Sequence[str], cache: bo
     once per distinct text) and summed with their multiplicities; ``BLEU.compute_bleu`` then
     turns the corpus totals into the score, so the value is the same as ``corpus_bleu``'s.
     """
-    import sacrebleu
-
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions but {len(references)} references")
     if not cache or not predictions:
+        import sacrebleu
+
         return float(sacrebleu.corpus_bleu(list(predictions), [list(references)]).score)
     totals = [0] * (2 + 2 * SACREBLEU_MAX_ORDER)
     with _gc_paused():
@@ -696,9 +853,11 @@ def corpus_bleu(predictions: Sequence[str], references: Sequence[str], cache: bo
 
 def _bleu_from_statistics(totals: list[int]) -> float:
     """sacreBLEU's corpus score (exp smoothing, orders 1-4) from summed segment statistics."""
+    k = SACREBLEU_MAX_ORDER
+    if _sacrebleu_verified():
+        return float(_bleu_exp(totals[2 : 2 + k], totals[2 + k :], totals[0], totals[1]))
     import sacrebleu
 
-    k = SACREBLEU_MAX_ORDER
     score = sacrebleu.BLEU.compute_bleu(
         correct=totals[2 : 2 + k],
         total=totals[2 + k :],
@@ -747,7 +906,6 @@ def _spatial_pair_with_bleu(prediction: str, reference: str, cache: bool) -> tup
     """:func:`_spatial_pair` and then sacreBLEU's segment statistics of the pair, from one record per text."""
     if not cache:
         return (*_spatial_pair(prediction, reference, cache), *_sacrebleu_segment_stats(prediction, reference))
-    _wordnet()
     hyp_bleu, hyp_rouge, hyp_words = _spatial_text(prediction)
     ref_bleu, ref_rouge, ref_words = _spatial_text(reference)
     return (
@@ -795,7 +953,7 @@ def _worker_pool(workers: int) -> ProcessPoolExecutor:
 
     Kept across calls, the workers keep their per-text caches (tokens, stems, synonyms), so the
     answers several models' files share are processed once per worker, not once per file.
-    WordNet is loaded in the parent first, so forked workers inherit it; they only run
+    The synonym table is opened in the parent first, so forked workers inherit it; they only run
     NLTK/rouge-score code, never torch, so forking a process that has loaded torch is safe here.
     Platforms without fork spawn workers that load WordNet themselves.
     """
@@ -804,7 +962,7 @@ def _worker_pool(workers: int) -> ProcessPoolExecutor:
         nltk_root = ensure_wordnet()
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         if method == "fork":
-            _wordnet()
+            _wordnet_synonyms()  # a memory map: forked workers share it
         pool = ProcessPoolExecutor(
             workers,
             mp_context=multiprocessing.get_context(method),

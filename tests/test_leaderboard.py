@@ -59,9 +59,80 @@ def test_per_category_uses_spatial_categories() -> None:
     frame = predictions()
     cats = {(lb.volume_key("valid_1_a_1.nii.gz"), lb.question_key("which  LUNG?")): "laterality"}
     table = lb.per_category(frame, cats)
-    assert set(table["category"]) == {"laterality", "Task4 Atelectasis", "Task4 Emphysema", "Task3 Diameter"}
+    assert set(table["category"]) == {"laterality", "Atelectasis", "Emphysema", "Diameter"}
+    assert set(table["label"]) == {"Task 1, laterality", "Task 4, Atelectasis", "Task 4, Emphysema", "Task 3, Diameter"}
+    assert table["Task"].tolist() == sorted(table["Task"])  # grouped by task, subtask order within
     assert table.set_index(["category", "model"]).loc[("laterality", "good"), "accuracy"] == 1.0
     assert lb.volume_key("test_12_b_2.nii.gz") == "valid_12_b_2" and lb.volume_key("train_1_a_1") == "train_1_a_1"
+
+
+def test_subtask_labels_for_readers() -> None:
+    assert lb.subtask_label(5, "b") == "1st follow-up" and lb.subtask_label(6, "c") == "2nd follow-up"
+    assert lb.subtask_label(5, "d") == "3rd follow-up" and lb.subtask_label(5, "e") == "4th follow-up"
+    assert lb.subtask_label(1, "Anatomical_observation") == "Anatomical observation"
+    assert lb.subtask_label(4, "Lung nodule") == "Lung nodule" and lb.subtask_label(4, "b") == "b"
+
+
+def release_predictions(release: Path, seed: int = 0) -> pd.DataFrame:
+    """The mini release's Tasks 3-6 answered by a strong and a weak synthetic model."""
+    paths = [p for task in ("Task3*", "Task4*", "Task5*", "Task6*") for p in sorted(release.glob(f"{task}/*.csv"))]
+    test = pd.concat([pd.read_csv(p).assign(subtask_name=p.stem) for p in paths], ignore_index=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for model, skill in (("strong", 0.85), ("weak", 0.55)):
+        part = test.copy()
+        right = rng.random(len(part)) < skill
+        wrong = np.where(part["AnswerChoice"].astype(str) == "A", "B", "A")
+        letters = np.where(right, part["AnswerChoice"].astype(str), wrong)
+        part["prediction"] = np.where(
+            part["QuestionType"] == "Close",
+            [f"{x}." for x in letters],
+            np.where(right, part["Answer"].astype(str), "12 mm"),
+        )
+        part["model"] = model
+        rows.append(part)
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_leaderboard_intervals_and_pairwise(tmp_path: Path, fixtures: Path) -> None:
+    frame = release_predictions(fixtures / "3drad_release_mini" / "test")
+    table = evaluate_predictions(frame, EngineOptions(bertscore=False))
+    files = lb.write_leaderboard(table, frame, tmp_path / "lb", resamples=300, seed=1)
+    unc = files.uncertainty
+    assert unc is not None and unc.resamples == 300
+    t4 = pd.read_csv(files.files["table4.csv"], index_col=0)
+    cell = t4.loc["strong", "Task4 Acc"]
+    value, low, high = (float(x) for x in cell.replace("[", "").replace("]", "").replace(",", "").split())
+    assert value == pytest.approx(files.table4.loc["strong", "Task4 Acc"], abs=0.05) and low < value < high
+    # the bootstrap point estimates reproduce Table 4 (same per-question scores, same macro average)
+    intervals = pd.read_csv(files.files["intervals.csv"])
+    task_level = intervals[intervals["level"] == "task"].dropna(subset=["low"])
+    assert {"Task4 Acc", "Task5 Acc", "Task6 Acc", "Task3 BLEU", "Task3 ROUGE"} <= set(task_level["column"])
+    assert (task_level["low"] <= task_level["value"] + 1e-9).all() and (
+        task_level["value"] <= task_level["high"] + 1e-9
+    ).all()
+    assert (intervals["resampling_unit"] == "volume").all() and (intervals["resamples"] == 300).all()
+    md = files.files["table4.md"].read_text()
+    assert "300 resamples of volumes" in md
+    pairs = pd.read_csv(files.files["pairwise.csv"])
+    acc = pairs[(pairs["metric"] == "Acc") & (pairs["Task"] == 4)].iloc[0]
+    assert acc["model_a"] == "strong" and acc["difference"] > 0 and acc["p_value"] < 0.01 and acc["low"] > 0
+    assert "paired permutation test" in files.files["pairwise.md"].read_text()
+    sub = pd.read_csv(files.files["intervals.csv"]).query("level == 'subtask' and Task == 5")
+    assert len(sub) and sub["low"].notna().all()
+    for name in ("per_category.png", "bars_task4.png", "bars_subtasks_task5.png"):
+        assert files.pngs[name].read_bytes()[:4] == b"\x89PNG"
+    categories = pd.read_csv(files.files["per_category.csv"])
+    assert "Task 5, 1st follow-up" in set(categories["label"])
+
+
+def test_leaderboard_without_intervals(tmp_path: Path) -> None:
+    frame = predictions()
+    table = evaluate_predictions(frame, EngineOptions(bertscore=False))
+    files = lb.write_leaderboard(table, frame, tmp_path / "lb", resamples=0)
+    assert files.uncertainty is None and "pairwise.csv" not in files.files
+    assert "no intervals computed" in files.files["table4.md"].read_text()
+    assert pd.read_csv(files.files["table4.csv"], index_col=0).loc["good", "Task4 Acc"] == 100.0
 
 
 @pytest.mark.slow
@@ -82,11 +153,15 @@ def test_sample_build_ends_in_a_leaderboard(tmp_path: Path) -> None:
     built = cli("build", "--ctrate-root", str(tmp_path / "ctrate"), "--out", str(out), "--select", "+key:leaderboard")
     assert built.returncode == 0, built.stdout + built.stderr
     folder = out / "reports" / "leaderboard"
-    t4 = pd.read_csv(folder / "table4.csv", index_col=0)
+    t4 = pd.read_csv(folder / "table4.csv", index_col=0, dtype=str)
     assert sorted(t4.index) == ["prior", "random"]
     assert {"Task4 Acc", "Task5 Acc", "Task6 Acc", "Task1 BLEU", "Task1 BERTScore"} <= set(t4.columns)
     assert t4[["Task4 Acc", "Task5 Acc", "Task6 Acc"]].notna().all().all()
-    assert ((t4.fillna(0) >= 0) & (t4.fillna(0) <= 100)).all().all()
+    # closed tasks: "value [low, high]" (volumes resampled); every number a percentage
+    for cell in t4[["Task4 Acc", "Task5 Acc", "Task6 Acc"]].to_numpy().ravel():
+        value, low, high = (float(x) for x in cell.replace("[", " ").replace("]", " ").replace(",", " ").split())
+        assert 0 <= low <= value <= high <= 100, cell
+    assert (folder / "pairwise.csv").is_file() and "paired permutation" in (folder / "pairwise.md").read_text()
     assert "offline stand-in" in (folder / "table4.md").read_text()
     for task in range(4, 7):
         assert (folder / f"bars_task{task}.png").is_file() and (folder / f"bars_subtasks_task{task}.png").is_file()
@@ -113,3 +188,25 @@ def test_subtask_table_names_the_metric_it_holds() -> None:
     assert out.loc["Diameter", "metric"] == "ROUGE-1" and out.loc["Atelectasis", "metric"] == "accuracy"
     assert out.loc["Diameter", "prior"] == 25.0 and out.loc["Diameter", "random"] == 50.0
     assert out.loc["Atelectasis", "prior"] == 50.0
+
+
+def test_leaderboard_uses_given_scores_for_every_metric(tmp_path: Path, fixtures: Path) -> None:
+    """Per-question scores passed in (here with a BERTScore column) give that column its interval too;
+    a table value the scores do not reproduce gets none, and the notes say which."""
+    from rad3d_pipeline.metrics import metric_table, sample_scores
+
+    frame = release_predictions(fixtures / "3drad_release_mini" / "test")
+    scores = sample_scores(frame, EngineOptions(bertscore=False))
+    scores["bertscore_f1"] = scores["rouge1"] * 0.5 + 0.25  # a stand-in per-question BERTScore
+    table = metric_table(frame, scores)
+    files = lb.write_leaderboard(table, frame, tmp_path / "lb", scores=scores, resamples=100)
+    cells = lb.table4_intervals(files.table4, files.uncertainty)
+    bert = cells[cells["column"] == "Task3 BERTScore"]
+    assert len(bert) == 2 and bert["low"].notna().all()
+    tampered = table.copy()
+    tampered.loc[tampered["Task"] == 3, "bleu"] += 0.01  # no longer what the scores give
+    files = lb.write_leaderboard(tampered, frame, tmp_path / "lb2", scores=scores, resamples=100)
+    assert (
+        "no interval (no per-question scores reproducing the value) for: Task3 BLEU"
+        in files.files["table4.md"].read_text()
+    )

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from rad3d_pipeline import text_metrics as tm
+from rad3d_pipeline import wordnet_synonyms
 from rad3d_pipeline.wordnet_setup import LEXNAMES, WordNetUnavailableError, ensure_wordnet, lexnames_text
+from rad3d_pipeline.wordnet_synonyms import SOURCE_FILES, SynonymTable
 from tests.conftest import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[1]
@@ -184,15 +186,125 @@ def test_meteor_equals_nltk_on_random_pairs() -> None:
         assert tm.meteor(ref.split(), hyp.split()) == meteor_score([ref.split()], hyp.split()), (ref, hyp)
 
 
-def test_wordnet_synonyms_equal_nltk_synsets() -> None:
-    """The data-file reader gives NLTK's lemma names for base forms, inflections and non-words."""
-    wordnet = tm._wordnet()
+def test_wordnet_synonyms_equal_nltk_synsets(fixture_rows: list[tuple[str, str]]) -> None:
+    """The precomputed table gives NLTK's lemma names for base forms, inflections, exceptions and non-words."""
+    wordnet = tm._wordnet()  # NLTK's own reader, the reference
+    table = tm._wordnet_synonyms()
+    assert isinstance(table, SynonymTable)
     names = sorted(wordnet.all_lemma_names())
-    words = names[::97] + [n + "s" for n in names[::401]] + [n + "ed" for n in names[::401]]
-    words += ["went", "better", "lesions", "Paris", "galore", "", "12mm", "(a)", "ill", "large"]
+    words = names[::53] + [n + "s" for n in names[::301]] + [n + "ed" for n in names[::301]]
+    words += [n + suffix for n in names[::997] for suffix in ("es", "ing", "er", "est", "ies", "men")]
+    words += [n.upper() for n in names[::1999]] + [n.capitalize() for n in names[::1999]]
+    words += [form for pos in "nvar" for form in sorted(wordnet._exception_map[pos])[::23]]
+    words += sorted({w for row in fixture_rows for text in row for w in text.lower().split()})[::3]
+    words += ["went", "better", "lesions", "Paris", "galore", "", "12mm", "(a)", "ill", "large", "a", "s", "men"]
+    assert len(set(words)) > 5000
     for word in words:
         expected = {lemma.name() for synset in wordnet.synsets(word) for lemma in synset.lemmas()}
-        assert tm._synonyms(word) == frozenset(n for n in expected if "_" not in n) | {word}, word
+        assert table.lookup(word) == frozenset(n for n in expected if "_" not in n) | {word}, word
+
+
+class _TinyWordNet:
+    """A reader-shaped stand-in on a two-synset WordNet folder (what ``build_table`` reads)."""
+
+    def __init__(self, root: Path) -> None:
+        self.MORPHOLOGICAL_SUBSTITUTIONS = {"n": [("s", "")], "v": [], "a": [], "r": []}
+        self.root = root
+        self._lemma_pos_offset_map: dict[str, dict[str, list[int]]] = {}
+        self._exception_map: dict[str, dict[str, list[str]]] = {pos: {} for pos in "nvar"}
+        data = (root / "data.noun").read_bytes()
+        offset = 0
+        for line in data.splitlines(keepends=True):
+            fields = line.decode().split()
+            for word in fields[4 : 4 + 2 * int(fields[3], 16) : 2]:
+                self._lemma_pos_offset_map.setdefault(word.lower(), {}).setdefault("n", []).append(offset)
+            offset += len(line)
+
+
+def _tiny_wordnet(root: Path, synonym: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    lines = [f"{0:08d} 03 n 02 lung 0 pulmo 0 | x\n", ""]
+    lines[1] = f"{len(lines[0]):08d} 03 n 02 scan 0 {synonym} 0 | y\n"
+    (root / "data.noun").write_text("".join(lines))
+    for name in SOURCE_FILES:
+        if not (root / name).exists():
+            (root / name).write_text("")
+    return root
+
+
+def test_synonym_table_is_rebuilt_when_wordnet_or_nltk_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    nltk_data = tmp_path / "nltk_data"
+    wordnet_root = _tiny_wordnet(nltk_data / "corpora" / "wordnet", "tomogram")
+    monkeypatch.setattr(wordnet_synonyms, "load_nltk_wordnet", lambda data: _TinyWordNet(data / "corpora" / "wordnet"))
+    table = wordnet_synonyms.open_table(nltk_data)  # missing: built
+    assert table.path == wordnet_synonyms.table_path(nltk_data)
+    assert table.lookup("lungs") == {"lungs", "lung", "pulmo"} and table.lookup("scan") == {"scan", "tomogram"}
+    assert wordnet_synonyms.open_table(nltk_data, rebuild=False).lookup("scan") == {"scan", "tomogram"}
+    # the same contents with new modification times (a fresh copy) stay valid: the checksum decides
+    os.utime(wordnet_root / "data.noun", ns=(1, 1))
+    assert wordnet_synonyms.open_table(nltk_data, rebuild=False).lookup("scan") == {"scan", "tomogram"}
+    # another WordNet (same size, other contents): stale, and rebuilt from the new files
+    _tiny_wordnet(wordnet_root, "tomograf")
+    with pytest.raises(wordnet_synonyms.StaleTableError, match="changed"):
+        wordnet_synonyms.open_table(nltk_data, rebuild=False)
+    assert wordnet_synonyms.open_table(nltk_data).lookup("scan") == {"scan", "tomograf"}
+    assert wordnet_synonyms.open_table(nltk_data, rebuild=False).lookup("scan") == {"scan", "tomograf"}
+    # another NLTK WordNet reader (its morphology or lookup may differ): stale as well
+    monkeypatch.setattr(wordnet_synonyms, "nltk_reader_checksum", lambda: "another nltk")
+    with pytest.raises(wordnet_synonyms.StaleTableError, match="NLTK"):
+        wordnet_synonyms.open_table(nltk_data, rebuild=False)
+    # a damaged file is rebuilt too
+    wordnet_synonyms.table_path(nltk_data).write_bytes(b"garbage")
+    with pytest.raises(wordnet_synonyms.StaleTableError):
+        wordnet_synonyms.open_table(nltk_data, rebuild=False)
+    assert wordnet_synonyms.open_table(nltk_data).lookup("lung") == {"lung", "pulmo"}
+
+
+def test_porter_stemmer_from_source_equals_nltk(fixture_rows: list[tuple[str, str]]) -> None:
+    """NLTK's porter.py run without importing the nltk package stems every word as the imported class."""
+    from nltk.stem.porter import PorterStemmer
+
+    ours, theirs = tm._porter_from_source()(), PorterStemmer()
+    assert type(ours).__module__ == "rad3d_pipeline._nltk_porter"
+    words = sorted(tm._wordnet().all_lemma_names())[::7]
+    words += sorted({w for row in fixture_rows for text in row for w in text.lower().split()})
+    words += [*_random_texts("aeiouybcdlnrstgy", 3000, 12, seed=8), "", "ies", "sky", "dying", "generalizations"]
+    for word in words:
+        assert ours.stem(word) == theirs.stem(word), word
+
+
+def test_bleu_formula_equals_sacrebleu() -> None:
+    import sacrebleu
+
+    assert tm._sacrebleu_matches()
+    rng = random.Random(9)
+    for _ in range(3000):
+        total = [rng.choice((0, 1, rng.randint(1, 40), rng.randint(1, 10**7))) for _ in range(4)]
+        correct = [rng.randint(0, t) if rng.random() < 0.7 else 0 for t in total]
+        sys_len, ref_len = rng.randint(0, 10**7), rng.randint(0, 10**7)
+        expected = sacrebleu.BLEU.compute_bleu(list(correct), list(total), sys_len, ref_len, smooth_method="exp")
+        assert tm._bleu_exp(correct, total, sys_len, ref_len) == expected.score
+
+
+def test_spatial_metrics_import_no_heavy_library() -> None:
+    """One spatial scoring in a fresh process: no NLTK, sacreBLEU, rouge-score, pandas or torch import."""
+    import subprocess
+    import sys
+
+    ensure_wordnet()
+    tm._wordnet_synonyms()  # the table exists (built once per WordNet)
+    code = (
+        "import sys\n"
+        "from rad3d_pipeline import text_metrics as tm\n"
+        "tm._sacrebleu_verified()\n"
+        "print(tm.spatial_metrics(['sick lungs are seen'], ['ill lung seen'], sbert=False))\n"
+        "heavy = ['nltk', 'sacrebleu', 'rouge_score', 'pandas', 'torch', 'sentence_transformers', 'scipy']\n"
+        "print([m for m in heavy if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    values, loaded = out.stdout.splitlines()
+    assert loaded == "[]", out.stdout
+    assert values == str(tm.spatial_metrics(["sick lungs are seen"], ["ill lung seen"], sbert=False, cache=False))
 
 
 def test_13a_tokenizer_equals_sacrebleu(fixture_rows: list[tuple[str, str]]) -> None:
