@@ -678,7 +678,7 @@ def _scenarios(
 
 @pytest.mark.parametrize("form", ["postgres_url", "postgres_db_without_scheme"])
 def test_dagsters_documented_postgres_forms(production: ProductionInstance, form: str) -> None:
-    """`postgres_url: postgresql://user@host:port/db` and `postgres_db` without a scheme (psycopg 3 via SQLAlchemy)."""
+    """`postgres_url: postgresql://user@host:port/db` and `postgres_db` without a scheme (psycopg2: SQLAlchemy 2.0)."""
     from dagster import DagsterInstance, DagsterRunStatus, job, op
 
     pg = production.settings
