@@ -203,15 +203,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from rad3d_pipeline.metrics import PROTOCOL_VERSIONS, PredictionFileError, load_predictions, spatial_metrics_of
+    from rad3d_pipeline.prediction_files import PredictionFileError, load_spatial_pairs, spatial_metrics_of
+    from rad3d_pipeline.protocol_versions import PROTOCOL_VERSIONS
 
     metrics = _metrics(args.metrics, args.protocol)
     paths = check_paths(list(args.predictions), args.out)
     # Every file read and checked before anything is computed: a bad last file costs no scoring time.
-    loaded = []
+    # The spatial path stays free of pandas (a quick call); the 3D-RAD protocol works on frames.
+    loaded: list[Any] = []
     for path in paths:
         try:
-            loaded.append(load_predictions(path, args.protocol))
+            if args.protocol == "spatial":
+                loaded.append(load_spatial_pairs(path))
+            else:
+                from rad3d_pipeline.metrics import load_predictions
+
+                loaded.append(load_predictions(path, args.protocol).rows)
         except (PredictionFileError, FileNotFoundError) as exc:
             raise InputError(str(exc)) from None
     bertscore: Any = False
@@ -236,12 +243,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         from rad3d_pipeline.text_metrics import SentenceEmbedder
 
         embedder = SentenceEmbedder()
-    for given, file in zip(args.predictions, loaded, strict=True):
-        rows = file.rows
+    for given, rows in zip(args.predictions, loaded, strict=True):
         if args.protocol == "spatial":
+            predictions, answers = rows
             values = spatial_metrics_of(
-                rows["prediction"].tolist(),
-                rows["Answer"].tolist(),
+                predictions,
+                answers,
                 lowercase=args.lowercase,
                 metrics=metrics,
                 workers=args.workers,

@@ -22,22 +22,28 @@ macro average over subtasks per model x task (what the 3D-RAD paper reports). Id
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from rad3d_pipeline import text_metrics as tm
 from rad3d_pipeline.closed_choice import LETTERS, m3d_correct, parsed_correct, strict_correct
-from rad3d_pipeline.errors import InputFileError
-from rad3d_pipeline.table_files import TableRows, read_table_rows
+from rad3d_pipeline.prediction_files import (
+    _TEXT_COLUMNS,
+    _text,
+    read_checked_table,
+)
+from rad3d_pipeline.prediction_files import PredictionFileError as PredictionFileError
+from rad3d_pipeline.prediction_files import load_spatial_pairs as load_spatial_pairs
+from rad3d_pipeline.prediction_files import read_prediction_pairs as read_prediction_pairs
+from rad3d_pipeline.prediction_files import spatial_file_metrics as spatial_file_metrics
+from rad3d_pipeline.prediction_files import spatial_metrics_of as spatial_metrics_of
+from rad3d_pipeline.protocol_versions import PROTOCOL_VERSIONS as PROTOCOL_VERSIONS
+from rad3d_pipeline.table_files import TableRows
 
-# Bump a protocol's version whenever any value it produces could change.
-# -2: numbers in JSONL text fields are read as written (3, not pandas' 3.0)
-PROTOCOL_VERSIONS: dict[str, str] = {"3drad": "3drad-2", "spatial": "spatial-2"}
 GROUP_KEYS = ("model", "Task", "Subtask", "subtask_name", "QuestionType")
 OPEN_METRICS = ("bleu", "rouge1", "meteor", "bertscore_f1")
 CLOSED_METRICS = ("accuracy", "parsed_accuracy")
@@ -219,28 +225,6 @@ def task_summary(table: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------- prediction files from anywhere
 
 
-class PredictionFileError(InputFileError, ValueError):
-    """A predictions file that cannot be scored as it stands; the message (one line) names the file and
-    the line (JSONL, CSV) or row (Parquet) where there is one."""
-
-
-# Column names accepted for the release fields (the predictions asset's, the release CSVs', snake case).
-_ALIASES: dict[str, tuple[str, ...]] = {
-    "Question": ("Question", "question"),
-    "Answer": ("Answer", "answer", "reference", "ground_truth"),
-    "prediction": ("prediction", "pred", "output", "generated"),
-    "Task": ("Task", "task"),
-    "Subtask": ("Subtask", "subtask"),
-    "subtask_name": ("subtask_name", "Subtask_name", "subtask_label"),
-    "QuestionType": ("QuestionType", "question_type"),
-    "AnswerChoice": ("AnswerChoice", "answer_choice", "answer_letter"),
-    "VolumeName": ("VolumeName", "volume", "image_path"),
-    "model": ("model",),
-    "category": ("category",),
-}
-# Every predictions file needs these (release name -> the name an error message uses).
-_REQUIRED = {"prediction": "prediction", "Answer": "answer", "Question": "question"}
-_TEXT_COLUMNS = ("Question", "Answer", "prediction")
 TASKS = range(1, 7)
 
 
@@ -252,30 +236,6 @@ class PredictionFile:
     path: Path
     rows: pd.DataFrame
     places: list[str]
-
-
-def _text(value: object) -> str:
-    """``str(value or "")`` as the companion benchmark reads its JSONL (None and missing become "")."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return ""
-    return str(value or "")
-
-
-def _read_table(path: str | Path) -> tuple[TableRows, dict[str, str]]:
-    """The rows of a predictions file and its column for each release column; the required ones checked."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: predictions file not found")
-    table = read_table_rows(path, error=PredictionFileError)
-    sources = {name: found for name in _ALIASES if (found := _source_column(name, table.columns)) is not None}
-    missing = [name for name in _REQUIRED if name not in sources]
-    if missing:
-        accepted = "; ".join(f"{_REQUIRED[name]}: {', '.join(_ALIASES[name])}" for name in missing)
-        raise PredictionFileError(
-            f"{path}: no {' or '.join(repr(_REQUIRED[name]) for name in missing)} column "
-            f"(columns found: {', '.join(map(str, table.columns))}; accepted names, {accepted})"
-        )
-    return table, sources
 
 
 def _frame(table: TableRows, sources: dict[str, str]) -> pd.DataFrame:
@@ -295,21 +255,8 @@ def read_rows(path: str | Path) -> pd.DataFrame:
     Unreadable files raise :class:`PredictionFileError` naming the file and line. The values are
     not checked: :func:`load_predictions` does that.
     """
-    table, sources = _read_table(path)
+    table, sources = read_checked_table(path)
     return _frame(table, sources)
-
-
-def _source_column(name: str, columns: Iterable[Any]) -> str | None:
-    """The file's column for release column ``name``: the first of its aliases present."""
-    present = set(columns)
-    return next((alias for alias in _ALIASES[name] if alias in present), None)
-
-
-def read_prediction_pairs(path: str | Path) -> tuple[list[str], list[str]]:
-    """(predictions, answers) of a predictions file: :func:`read_rows`'s two columns, read without pandas."""
-    table, sources = _read_table(path)
-    predictions, answers = sources["prediction"], sources["Answer"]
-    return [_text(r.get(predictions)) for r in table.records], [_text(r.get(answers)) for r in table.records]
 
 
 def _whole(value: object) -> int | None:
@@ -373,7 +320,7 @@ def load_predictions(path: str | Path, protocol: str, model: str | None = None) 
     without an answer letter A-D. An empty prediction is allowed (it scores as wrong).
     """
     path = Path(path)
-    table, sources = _read_table(path)
+    table, sources = read_checked_table(path)
     rows = _frame(table, sources)
     answers = rows["Answer"].tolist()
     _refuse(path, table.places, [i for i, a in enumerate(answers) if not a.strip()], lambda i: "empty answer")
@@ -407,53 +354,6 @@ def as_3drad_frame(rows: pd.DataFrame, model: str) -> pd.DataFrame:
         frame["QuestionType"] = np.where(frame["AnswerChoice"] != "", "Close", "Open")
     frame["QuestionType"] = _question_types(frame["QuestionType"].tolist())
     return frame
-
-
-def spatial_file_metrics(
-    path: str | Path,
-    *,
-    lowercase: bool = True,
-    metrics: Sequence[str] = ("bleu", "rouge", "meteor", "sbert"),
-    workers: int = 1,
-    embedder: tm.SentenceEmbedder | None = None,
-) -> dict[str, float]:
-    """CT-SpatialVQA's metrics of one predictions file (JSONL/CSV/Parquet with ``answer`` and ``prediction``),
-    checked first by :func:`load_predictions`."""
-    rows = load_predictions(path, "spatial").rows
-    return spatial_metrics_of(
-        rows["prediction"].tolist(),
-        rows["Answer"].tolist(),
-        lowercase=lowercase,
-        metrics=metrics,
-        workers=workers,
-        embedder=embedder,
-    )
-
-
-def spatial_metrics_of(
-    predictions: list[str],
-    answers: list[str],
-    *,
-    lowercase: bool = True,
-    metrics: Sequence[str] = ("bleu", "rouge", "meteor", "sbert"),
-    workers: int = 1,
-    embedder: tm.SentenceEmbedder | None = None,
-) -> dict[str, float]:
-    """CT-SpatialVQA's metrics of (prediction, answer) pairs, the keys of the ``metrics`` chosen and ``count``."""
-    result = tm.spatial_metrics(
-        predictions,
-        answers,
-        lowercase=lowercase,
-        sbert="sbert" in metrics,
-        embedder=embedder,
-        workers=workers,
-    )
-    keep = {"count"}
-    keep |= {"bleu"} if "bleu" in metrics else set()
-    keep |= {"rouge1_f", "rouge2_f", "rougeL_f"} if "rouge" in metrics else set()
-    keep |= {"meteor"} if "meteor" in metrics else set()
-    keep |= {"sbert_cosine"} if "sbert" in metrics else set()
-    return {k: v for k, v in result.items() if k in keep}
 
 
 # --------------------------------------------------------------------------- AlignScore (optional)

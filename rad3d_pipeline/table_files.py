@@ -16,9 +16,10 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -77,11 +78,15 @@ def read_table_file(
     """
     if path.suffix == ".parquet" and path.suffix in suffixes:
         return _parquet_frame(path, error)
+    import pandas as pd
+
     rows = read_table_rows(path, suffixes, error)
     return pd.DataFrame.from_records(rows.records, columns=rows.columns)
 
 
 def _parquet_frame(path: Path, error: type[ValueError]) -> pd.DataFrame:
+    import pandas as pd
+
     try:
         frame = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several types for a damaged or foreign file

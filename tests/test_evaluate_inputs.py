@@ -322,3 +322,19 @@ def test_refusal_from_a_real_process(tmp_path: Path) -> None:
         f"rad3d evaluate: {bad}: line 1: not UTF-8 (byte 0xe9 at byte offset 32, column 33); save the file as UTF-8"
     ]
     assert done.stdout == "" and not out.exists()
+
+
+def test_a_spatial_call_loads_no_heavy_library(tmp_path: Path) -> None:
+    """The per-call cost: the spatial path reads, checks and scores without pandas, NLTK, torch or scipy."""
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text('{"question": "Which side?", "answer": "left lung", "prediction": "left"}\n')
+    code = (
+        "import sys; from rad3d.cli import main; "
+        f"code = main(['evaluate', '--predictions', {str(predictions)!r}, '--protocol', 'spatial', "
+        f"'--metrics', 'bleu,rouge,meteor', '--workers', '1', '--out', {str(tmp_path / 'r.json')!r}]); "
+        "heavy = sorted(m for m in ('pandas', 'nltk', 'torch', 'scipy', 'sacrebleu', 'rouge_score', 'dagster') "
+        "if m in sys.modules); print('HEAVY', heavy); sys.exit(code)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout, result.stdout
