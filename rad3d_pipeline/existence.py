@@ -7,7 +7,7 @@ import pandas as pd
 
 from rad3d_pipeline.labels import CTRATE_LABELS, TASK4_SUBTASK
 from rad3d_pipeline.patients import first_reconstructions
-from rad3d_pipeline.qa_rows import NO_CHOICE, QA_COLUMNS, empty_qa_frame, seeded_rng, shuffled
+from rad3d_pipeline.qa_rows import NO_CHOICE, QA_COLUMNS, empty_qa_frame, seeded_rng, shuffled_indices
 from rad3d_pipeline.question_templates import TASK4_TEMPLATES
 
 TASK = 4
@@ -30,10 +30,16 @@ def build_task4(labels: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
         return empty_qa_frame()
     n_labels = len(CTRATE_LABELS)
     volumes = selected["VolumeName"].to_numpy()
-    questions: list[str] = []
-    for volume in volumes:
-        pool = shuffled(TASK4_TEMPLATES, seeded_rng(seed, "task4", volume))
-        questions.extend(pool[i % len(pool)].format(aspect=label.lower()) for i, label in enumerate(CTRATE_LABELS))
+    n_pool = len(TASK4_TEMPLATES)
+    # Every (template, label) question once; each volume picks its shuffle of the pool per label.
+    phrased = np.array(
+        [[t.format(aspect=label.lower()) for label in CTRATE_LABELS] for t in TASK4_TEMPLATES], dtype=object
+    )
+    order = np.array(
+        [shuffled_indices(n_pool, seeded_rng(seed, "task4", str(v))) for v in volumes.tolist()], dtype=np.int64
+    ).reshape(len(volumes), n_pool)
+    slots = np.arange(n_labels) % n_pool
+    questions = phrased[order[:, slots], np.arange(n_labels)[None, :]].reshape(-1)
     values = selected[list(CTRATE_LABELS)].to_numpy(dtype=np.int8).reshape(-1)
     yes = values == 1
     n_rows = len(volumes) * n_labels

@@ -37,6 +37,13 @@ def shuffled(pool: tuple[str, ...], rng: random.Random) -> list[str]:
     return items
 
 
+def shuffled_indices(n: int, rng: random.Random) -> list[int]:
+    """The order :func:`shuffled` gives a pool of ``n`` items, as indices (same generator, same draws)."""
+    items = list(range(n))
+    rng.shuffle(items)
+    return items
+
+
 def empty_qa_frame() -> pd.DataFrame:
     frame = pd.DataFrame({c: pd.Series(dtype="object") for c in QA_COLUMNS})
     return frame.astype({"Task": "int64", "Subtask": "int64"})

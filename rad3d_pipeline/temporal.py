@@ -14,7 +14,7 @@ import pandas as pd
 
 from rad3d_pipeline.labels import TEMPORAL_LABELS
 from rad3d_pipeline.patients import first_reconstructions
-from rad3d_pipeline.qa_rows import QA_COLUMNS, empty_qa_frame, seeded_rng, shuffled
+from rad3d_pipeline.qa_rows import QA_COLUMNS, empty_qa_frame, seeded_rng, shuffled_indices
 from rad3d_pipeline.question_templates import (
     TASK5_TEMPLATES,
     TASK6_FLUCTUATION_PREFIXES,
@@ -126,29 +126,31 @@ def _temporal_rows(sequences: pd.DataFrame, task: int, questions: list[str]) -> 
     return frame[list(QA_COLUMNS)]
 
 
-def _per_volume_pools(
-    sequences: pd.DataFrame, seed: int, purpose: str, pools: tuple[tuple[str, ...], ...]
-) -> list[tuple[list[str], ...]]:
-    """For each row, the shuffled pools of its volume and the row's position in the volume."""
-    out: list[tuple[list[str], ...]] = []
-    cache: dict[str, tuple[list[str], ...]] = {}
-    for volume in sequences["VolumeName"].to_numpy():
-        if volume not in cache:
-            rng = seeded_rng(seed, purpose, volume)
-            cache[volume] = tuple(shuffled(pool, rng) for pool in pools)
-        out.append(cache[volume])
-    return out
+def _pool_positions(sequences: pd.DataFrame, seed: int, purpose: str, sizes: tuple[int, ...]) -> list[np.ndarray]:
+    """Per pool, each row's template index: its volume's seeded shuffle of the pool at the row's position.
+
+    A pool's shuffle depends only on its length and the generator (seeded by seed, purpose and
+    volume), so shuffling the indices gives the same order as shuffling the strings.
+    """
+    volumes = sequences["VolumeName"].astype(str)
+    codes, distinct = pd.factorize(volumes, sort=False)
+    perms = [np.empty((len(distinct), n), dtype=np.int64) for n in sizes]
+    for i, volume in enumerate(distinct.tolist()):
+        rng = seeded_rng(seed, purpose, volume)
+        for perm, n in zip(perms, sizes, strict=True):
+            perm[i] = shuffled_indices(n, rng)
+    position = sequences.groupby(codes, sort=False).cumcount().to_numpy()
+    return [perm[codes, position % n] for perm, n in zip(perms, sizes, strict=True)]
 
 
 def build_task5(sequences: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Task 5: the current scan alone, one static question per temporal label."""
     if sequences.empty:
         return empty_qa_frame()
-    position = sequences.groupby("VolumeName").cumcount().to_numpy()
-    pools = _per_volume_pools(sequences, seed, "task5", (TASK5_TEMPLATES,))
+    (template,) = _pool_positions(sequences, seed, "task5", (len(TASK5_TEMPLATES),))
+    labels = sequences["label"].astype(str).tolist()
     questions = [
-        pool[0][pos % len(pool[0])].format(aspect=label.lower())
-        for pool, pos, label in zip(pools, position, sequences["label"], strict=True)
+        TASK5_TEMPLATES[t].format(aspect=label.lower()) for t, label in zip(template.tolist(), labels, strict=True)
     ]
     return _temporal_rows(sequences, 5, questions)
 
@@ -163,35 +165,46 @@ def build_task6(sequences: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """Task 6: the history embedded as ``[0, 1]`` plus the note, Figure 16's three pools."""
     if sequences.empty:
         return empty_qa_frame()
-    position = sequences.groupby("VolumeName").cumcount().to_numpy()
-    pools = _per_volume_pools(
-        sequences, seed, "task6", (TASK6_SEQUENCE_PREFIXES, TASK6_FLUCTUATION_PREFIXES, TASK6_QUESTION_PATTERNS)
-    )
-    questions = []
-    for (prefixes, flucts, patterns), pos, label, history in zip(
-        pools, position, sequences["label"], sequences["history"], strict=True
-    ):
-        questions.append(
-            task6_question(
-                label, history, prefixes[pos % len(prefixes)], flucts[pos % len(flucts)], patterns[pos % len(patterns)]
-            )
-        )
+    pools = (TASK6_SEQUENCE_PREFIXES, TASK6_FLUCTUATION_PREFIXES, TASK6_QUESTION_PATTERNS)
+    prefix, fluct, pattern = _pool_positions(sequences, seed, "task6", tuple(len(p) for p in pools))
+    histories = [format_history(h) for h in sequences["history"].tolist()]
+    aspects = [label.lower() for label in sequences["label"].astype(str).tolist()]
+    questions = [
+        f"{TASK6_SEQUENCE_PREFIXES[p].format(aspect=a, seq=h)} {TASK6_NOTE} {TASK6_FLUCTUATION_PREFIXES[f]} "
+        f"{TASK6_QUESTION_PATTERNS[q].format(aspect=a)}"
+        for p, f, q, a, h in zip(prefix.tolist(), fluct.tolist(), pattern.tolist(), aspects, histories, strict=True)
+    ]
     return _temporal_rows(sequences, 6, questions)
 
 
 def check_temporal_rule(qa: pd.DataFrame, sequences: pd.DataFrame) -> list[str]:
-    """Violations of the temporal rule in Task 5/6 rows, as messages (empty when all hold)."""
+    """Violations of the temporal rule in Task 5/6 rows, as messages in row order (empty when all hold).
+
+    The expected letter comes from :func:`temporal_class` on each distinct (history, current).
+    """
+    histories = [tuple(int(v) for v in h) for h in sequences["history"].tolist()]
+    currents = [int(c) for c in sequences["current"].tolist()]
+    rule = {key: temporal_class(list(key[0]), key[1]) for key in set(zip(histories, currents, strict=True))}
+    expected = pd.DataFrame(
+        {
+            "VolumeName": sequences["VolumeName"].astype(str).to_numpy(dtype=object),
+            "label": sequences["label"].astype(str).to_numpy(dtype=object),
+            "expected": [rule[key] for key in zip(histories, currents, strict=True)],
+        }
+    ).drop_duplicates(["VolumeName", "label"], keep="last")
+    got = pd.DataFrame(
+        {
+            "VolumeName": qa["VolumeName"].astype(str).to_numpy(dtype=object),
+            "label": qa["label"].astype(str).to_numpy(dtype=object),
+            "letter": qa["AnswerChoice"].astype(str).to_numpy(dtype=object),
+        }
+    )
+    joined = got.merge(expected, on=["VolumeName", "label"], how="left", sort=False)
+    bad = joined[joined["expected"].isna() | (joined["letter"] != joined["expected"])]
     problems: list[str] = []
-    expected_by_key = {
-        (volume, label): temporal_class(list(history), int(current))
-        for volume, label, history, current in zip(
-            sequences["VolumeName"], sequences["label"], sequences["history"], sequences["current"], strict=True
-        )
-    }
-    for volume, label, letter in zip(qa["VolumeName"], qa["label"], qa["AnswerChoice"], strict=True):
-        expected = expected_by_key.get((volume, label))
-        if expected is None:
+    for volume, label, letter, want in bad.itertuples(index=False, name=None):
+        if not isinstance(want, str):
             problems.append(f"{volume} {label}: no temporal sequence")
-        elif letter != expected:
-            problems.append(f"{volume} {label}: answer {letter}, rule gives {expected}")
+        else:
+            problems.append(f"{volume} {label}: answer {letter}, rule gives {want}")
     return problems
