@@ -48,11 +48,16 @@ def shard_fingerprints(
         raise ValueError(f"unknown fingerprint kind(s) {sorted(unknown)}; use {', '.join(KINDS)}")
     keys = shard_keys(n_shards)
     hashers = {key: hashlib.sha256() for key in keys}
+    shard_of_patient: dict[str, str] = {}
 
     def feed(volume_name: str, payload: str) -> None:
         patient = _patient_of(volume_name)
-        if patient is not None:
-            hashers[keys[shard_of(patient, n_shards)]].update(payload.encode("utf-8", "replace"))
+        if patient is None:
+            return
+        shard = shard_of_patient.get(patient)
+        if shard is None:
+            shard = shard_of_patient[patient] = keys[shard_of(patient, n_shards)]
+        hashers[shard].update(payload.encode("utf-8", "replace"))
 
     csv_of = {"labels": layout.labels_csv, "reports": layout.reports_csv, "metadata": layout.metadata_csv}
     for split in splits:
@@ -66,8 +71,8 @@ def shard_fingerprints(
                 frame = read_csv_file(path, ("VolumeName",)).frame
             except CtrateInputError:
                 continue
-            rows = frame.astype(str).agg("\x1f".join, axis=1)
-            for name, row in zip(frame["VolumeName"], rows, strict=True):
+            rows = ["\x1f".join(values) for values in frame.astype(str).to_numpy(dtype=object).tolist()]
+            for name, row in zip(frame["VolumeName"].astype(str), rows, strict=True):
                 feed(name, f"{path.name}\x1e{row}\n")
         tree = layout.base / split
         if "volumes" in kinds and tree.is_dir():
