@@ -32,8 +32,19 @@ def temporal_sequences(ctrate_labels: pd.DataFrame) -> Output[pd.DataFrame]:
     partitions_def=closed_task_partitions,
     backfill_policy=single_run,
     check_specs=[
-        AssetCheckSpec("task4_18_rows_per_volume", asset="closed_qa"),
-        AssetCheckSpec("temporal_rule_holds", asset="closed_qa"),
+        AssetCheckSpec(
+            "task4_18_rows_per_volume",
+            asset="closed_qa",
+            blocking=True,
+            description="Blocking: Task 4 has one question per CT-RATE label (18) for every selected volume.",
+        ),
+        AssetCheckSpec(
+            "temporal_rule_holds",
+            asset="closed_qa",
+            blocking=True,
+            description="Blocking: every Task 5/6 answer follows the temporal rule from its history (A refractory, "
+            "B resolved, C new, D none).",
+        ),
     ],
     description="Closed-ended QA of Task 4 (existence), 5 (static temporal) and 6 (longitudinal), release columns.",
 )

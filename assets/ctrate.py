@@ -95,7 +95,12 @@ def _crosscheck_result(
     group_name=GROUP,
     code_version="2",
     check_specs=[
-        AssetCheckSpec("no_quarantined_rows", asset="ctrate_labels"),
+        AssetCheckSpec(
+            "no_quarantined_rows",
+            asset="ctrate_labels",
+            description="Warns when label rows were quarantined (file, physical line, reason and raw text in "
+            "`<out>/quarantine/ctrate_labels.csv`).",
+        ),
         AssetCheckSpec(
             "labels_match_reports",
             asset="ctrate_labels",
@@ -117,7 +122,14 @@ def ctrate_labels(
 @asset(
     group_name=GROUP,
     code_version="2",
-    check_specs=[AssetCheckSpec("no_quarantined_rows", asset="ctrate_reports")],
+    check_specs=[
+        AssetCheckSpec(
+            "no_quarantined_rows",
+            asset="ctrate_reports",
+            description="Warns when report records were quarantined (file, physical lines, reason and raw text "
+            "in `<out>/quarantine/ctrate_reports.csv`).",
+        )
+    ],
     deps=["ctrate_report_files"],
     description="CT-RATE's English radiology reports (findings, impressions), validated.",
 )
@@ -131,7 +143,15 @@ def ctrate_reports(
 @asset(
     group_name=GROUP,
     code_version="1",
-    check_specs=[AssetCheckSpec("one_split_per_patient", asset="patients")],
+    check_specs=[
+        AssetCheckSpec(
+            "one_split_per_patient",
+            asset="patients",
+            blocking=True,
+            description="Blocking: every patient and every volume in exactly one split (a leak between the "
+            "benchmark and the training set stops the release).",
+        )
+    ],
     description="One row per patient: split, scans in time order, volumes per scan, shard.",
 )
 def patients(ctrate_labels: pd.DataFrame, settings: Rad3dSettings) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
@@ -150,7 +170,13 @@ def patients(ctrate_labels: pd.DataFrame, settings: Rad3dSettings) -> Iterator[O
 @asset(
     group_name=GROUP,
     code_version="2",
-    check_specs=[AssetCheckSpec("no_quarantined_rows", asset="ctrate_metadata")],
+    check_specs=[
+        AssetCheckSpec(
+            "no_quarantined_rows",
+            asset="ctrate_metadata",
+            description="Warns when metadata rows were quarantined (`<out>/quarantine/ctrate_metadata.csv`).",
+        )
+    ],
     deps=["ctrate_metadata_files"],
     description="CT-RATE scan metadata: in-plane and slice spacing (mm), DICOM rescale slope and intercept.",
 )

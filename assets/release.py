@@ -22,7 +22,15 @@ GROUP = "release"
         "closed_qa": AssetIn(metadata={"allow_missing_partitions": True}),
         "curated_qa": AssetIn(metadata={"allow_missing_partitions": True}),
     },
-    check_specs=[AssetCheckSpec("release_schema_holds", asset="release_export")],
+    check_specs=[
+        AssetCheckSpec(
+            "release_schema_holds",
+            asset="release_export",
+            blocking=True,
+            description="Blocking: the release read back from disk has the release columns, file set and row "
+            "counts, and no file the export did not write.",
+        )
+    ],
     description="Writes the 3D-RAD release layout atomically (test from CT-RATE valid, train, train fractions) "
     "from every QA table of the build's splits; files no longer built are moved to <out>/3DRAD.stale/.",
 )

@@ -12,8 +12,10 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dagster import (
+    AssetCheckSeverity,
     AssetKey,
     AssetSelection,
     DagsterInstance,
@@ -347,21 +349,31 @@ def execute_plan(
                 )
             )
         missing = [k for k in run.asset_keys if k not in materialized]
+        # A blocking check that failed with ERROR severity fails its step (Dagster) after the asset was
+        # written: say which check and why, and stop what is downstream as for any failed asset.
+        run_failures = {f.asset: f for f in report.failures if f.run_id == result.run_id}
+        for check in _failed_checks(result):
+            if not check.blocking or check.severity != AssetCheckSeverity.ERROR:
+                continue
+            name = check.asset_key.to_user_string()
+            reason = f"blocking check {check.check_name} failed ({_check_detail(check)})"
+            if name in run_failures:
+                run_failures[name].reason = reason
+            else:
+                failure = StepFailure(name, _partition_label(run), reason, result.run_id, str(dict(check.metadata)))
+                report.failures.append(failure)
+                run_failures[name] = failure
+        missing += [k for k in run.asset_keys if k.to_user_string() in run_failures and k not in missing]
         report.built.extend(k.to_user_string() for k in run.asset_keys if k in materialized)
-        report.not_built.extend(k.to_user_string() for k in missing)
+        report.not_built.extend(k.to_user_string() for k in missing if k not in materialized)
         if missing:
             for key in missing:
                 for child in downstream_closure(defs, [key]):
                     blocked.setdefault(child, key.to_user_string())
             echo(f"    failed after {time.perf_counter() - started:.1f} s (run {result.run_id[:8]})")
             continue
-        failed_checks = [
-            e.asset_check_evaluation_data
-            for e in result.all_events
-            if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
-        ]
-        for check in failed_checks:
-            echo(f"    check failed: {check.asset_key.to_user_string()} {check.check_name}")
+        for check in _failed_checks(result):
+            echo(f"    check failed ({check.severity.value}): {check.asset_key.to_user_string()} {check.check_name}")
         echo(f"    done in {time.perf_counter() - started:.1f} s (run {result.run_id[:8]})")
     return report
 
@@ -393,6 +405,23 @@ def observe_sources(
         failures = [root_cause(e.step_failure_data.error) for e in result.all_events if e.is_step_failure]
         echo(f"    could not observe {names}: {'; '.join(failures) or 'see the run in the UI'}")
     return result.run_id
+
+
+def _failed_checks(result: Any) -> list[Any]:
+    return [
+        e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.asset_check_evaluation_data.passed
+    ]
+
+
+def _check_detail(check: Any) -> str:
+    """The check's own figures, one line: ``violations=3, first=['...']``."""
+    values = []
+    for name, value in list(check.metadata.items())[:3]:
+        text = str(getattr(value, "value", value)).replace("\n", " ")
+        values.append(f"{name}={text[:120]}")
+    return ", ".join(values) or "see the run in the UI"
 
 
 def materialized_under(out: Path, key: AssetKey) -> bool:

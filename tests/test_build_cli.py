@@ -227,3 +227,40 @@ def test_ui_serves_the_data_and_settings_of_the_build(tmp_path: Path, monkeypatc
     other.mkdir()
     assert run_main(["ui", "--out", str(out), "--ctrate-root", str(other)]) == 0
     assert os.environ["RAD3D_CTRATE_ROOT"] == str(other)
+
+
+def test_a_failed_blocking_check_stops_what_is_downstream() -> None:
+    """A blocking ERROR check counts as a failure of its asset: downstream assets are not built."""
+    from dagster import (
+        AssetCheckResult,
+        AssetCheckSpec,
+        DagsterInstance,
+        Definitions,
+        Output,
+        StaticPartitionsDefinition,
+        asset,
+    )
+
+    from rad3d.build import execute_plan, plan_runs
+
+    parts = StaticPartitionsDefinition(["x"])
+
+    @asset(check_specs=[AssetCheckSpec("one_split", asset="upstream", blocking=True)])
+    def upstream():  # type: ignore[no-untyped-def]
+        yield Output(1)
+        yield AssetCheckResult(check_name="one_split", passed=False, metadata={"violations": 2})
+
+    @asset(partitions_def=parts)  # another partitioning: its own run, after the check failed
+    def downstream(upstream: int) -> int:
+        return upstream + 1
+
+    defs = Definitions(assets=[upstream, downstream])
+    plan = plan_runs(defs, {upstream.key, downstream.key})
+    assert len(plan) == 2
+    lines: list[str] = []
+    report = execute_plan(defs, plan, DagsterInstance.ephemeral(), lines.append)
+    assert not report.success
+    assert report.built == ["upstream"] and report.not_built == ["downstream"]
+    [failure] = report.failures
+    assert failure.line() == "upstream: blocking check one_split failed (violations=2)"
+    assert any("downstream [x]: not run (upstream upstream failed)" in line for line in lines)
