@@ -40,6 +40,17 @@ def test_sample_data_then_build(tmp_path: Path, cli_env: dict[str, str]) -> None
         assert (out / "3DRAD" / split / "Task4_Existence_Detection").is_dir(), split
     sentences = pd.concat(pd.read_parquet(p) for p in (out / "tables" / "report_sentences").glob("*.parquet"))
     assert sentences["has_measurement"].any()
+    # The Hub export loads the way the benchmark's users load it, with the release's rows.
+    import datasets
+
+    hub = out / "hub" / "3DRAD"
+    task4 = datasets.load_dataset(str(hub), "task4", split="test")
+    released = pd.concat(
+        pd.read_csv(p, dtype=str) for p in (out / "3DRAD" / "test" / "Task4_Existence_Detection").glob("*.csv")
+    )
+    assert len(task4) == len(released) > 0
+    card = (hub / "README.md").read_text()
+    assert "## How this release was built" in card and "| seed | `0` |" in card  # the build's seed (default 0)
     # The runs are recorded in the instance under DAGSTER_HOME.
     assert (tmp_path / "dagster_home" / "history" / "runs.db").exists()
     # A rerun is idempotent: same release bytes.
