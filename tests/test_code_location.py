@@ -47,3 +47,18 @@ def test_definitions_validate(tmp_path: Path) -> None:
 
 # The webserver and the daemon on this code location: tests/test_ui_chromium.py (`rad3d ui`, SQLite)
 # and tests/test_production.py (PostgreSQL).
+
+
+def test_no_dagster_internals_in_the_project() -> None:
+    """Public Dagster APIs only: no `dagster._...` import in the project's code."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    pattern = re.compile(r"^\s*(from|import)\s+dagster\._", re.M)
+    offenders = [
+        str(path.relative_to(root))
+        for package in ("rad3d", "rad3d_pipeline", "assets", "resources", "benchmarks")
+        for path in (root / package).rglob("*.py")
+        if pattern.search(path.read_text())
+    ]
+    assert offenders == []
