@@ -135,5 +135,5 @@ def test_cli_build_select_volumes_exits_0_with_quarantine(sample: Path, tmp_path
         timeout=600,
     )
     assert built.returncode == 0, built.stdout + built.stderr
-    assert "check failed: volumes no_quarantined_volumes" in built.stdout
+    assert "check failed (ERROR): volumes no_quarantined_volumes" in built.stdout
     assert "Volumes m3d:" in built.stdout and "Quarantined volumes: 1" in built.stdout

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from dagster import AssetCheckSeverity, DagsterInstance, materialize
 
-import assets.volumes as volume_assets
+import rad3d_pipeline.volumes.shards as volume_shards
 from rad3d_pipeline.ctrate import CtrateLayout
 from rad3d_pipeline.errors import InputFileError
 from rad3d_pipeline.patients import shard_key
@@ -364,7 +364,7 @@ def _materialization_metadata(result: Any) -> dict[str, Any]:
     """The run's metadata (one materialization per shard of the range, all with the run's figures)."""
     events = [e for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"]
     metas = [{k: v.value for k, v in e.event_specific_data.materialization.metadata.items()} for e in events]
-    assert metas and all(m["stale_moved_aside"] == metas[0]["stale_moved_aside"] for m in metas)
+    assert metas and all(m["run_stale_moved_aside"] == metas[0]["run_stale_moved_aside"] for m in metas)
     return metas[0]
 
 
@@ -410,14 +410,14 @@ def test_volumes_asset_quarantines_damage_moves_stale_outputs_and_removes_temp_f
     copy = original.parent.with_name(original.parent.name[:-1] + "z") / duplicated
     copy.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(original, copy)
-    real_discover = volume_assets.discover_volumes
+    real_discover = volume_shards.discover_volumes
 
     def discover_then_delete(*args: Any, **kwargs: Any) -> Any:
         found = real_discover(*args, **kwargs)
         vanishing_path.unlink(missing_ok=True)  # the listing saw it; the read will not
         return found
 
-    monkeypatch.setattr(volume_assets, "discover_volumes", discover_then_delete)
+    monkeypatch.setattr(volume_shards, "discover_volumes", discover_then_delete)
     stem = names[3].removesuffix(".nii.gz")
     leftover = out / "volumes" / "tiny" / f".{stem}.npy.tmp-0badf00d"
     leftover.write_bytes(b"half an array")
@@ -451,5 +451,5 @@ def test_volumes_asset_quarantines_damage_moves_stale_outputs_and_removes_temp_f
     expected_stale = 3 + len(names)  # 3 damaged volumes' tiny outputs, every tiny_b output
     assert len(stale) == expected_stale
     meta = _materialization_metadata(second)
-    assert meta["stale_moved_aside"] == expected_stale
-    assert meta["quarantined"] == 3 and meta["volumes"] == len(good)
+    assert meta["run_stale_moved_aside"] == expected_stale
+    assert meta["run_quarantined"] == 3 and meta["run_volumes"] == len(good)
