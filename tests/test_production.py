@@ -118,7 +118,7 @@ def test_sample_build_recorded_in_postgres(production: ProductionInstance) -> No
         # Materializations carry their metadata (row counts, previews) in PostgreSQL, for the UI.
         closed = instance.fetch_materializations(AssetKey("closed_qa"), limit=10).records
         assert {r.asset_materialization.partition for r in closed} == {"4", "5", "6"}
-        assert all(r.asset_materialization.metadata["rows"].value > 0 for r in closed)
+        assert all(r.asset_materialization.metadata["dagster/row_count"].value > 0 for r in closed)
     # The same rows, straight from the server with psql: the instance really lives in PostgreSQL.
     psql = shutil.which("psql")
     if psql:
