@@ -2,14 +2,26 @@
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
-from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, MetadataValue, Output, asset
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    MetadataValue,
+    Output,
+    PathMetadataValue,
+    asset,
+)
 
 from assets.metadata import table_metadata
 from assets.partitions import open_qa_partitions, open_task_partitions, single_run, split_open_key
 from rad3d_pipeline.curation import CurationSettings, curate
-from rad3d_pipeline.llm.client import Accounting
+from rad3d_pipeline.llm.client import Accounting, LlmClient
+from rad3d_pipeline.llm.failures import check_failure_budget, describe_kinds, write_failures
 from rad3d_pipeline.llm.prompts import starters_for
 from rad3d_pipeline.open_qa import OPEN_SUBTASK_NUMBERS, answer_grounded, candidates_frame
 from rad3d_pipeline.open_qa_llm import (
@@ -33,20 +45,65 @@ from resources.settings import Rad3dSettings
 GROUP = "open_qa"
 
 
-def _record_llm(
-    settings: Rad3dSettings, stage: str, keys: list[str], accounting: Accounting, rejects: pd.DataFrame, backend: str
-):
-    """Rejects and accounting of one run, kept under <out>/llm/ (rejects per partition range)."""
+def record_llm_stage(
+    settings: Rad3dSettings,
+    stage: str,
+    keys: list[str],
+    accounting: Accounting,
+    rejects: pd.DataFrame,
+    backend: str,
+    failures: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Rejects, failure records and accounting of one run, kept under <out>/llm/ (per partition range).
+
+    Returns the asset metadata; the accounting JSON is what the build summary prints.
+    """
     folder = settings.out / "llm"
-    name = f"{keys[0]}..{keys[-1]}".replace("|", "_") if keys else "none"
+    name = f"{keys[0]}..{keys[-1]}".replace("|", "_") if keys else "all"
     write_parquet_atomic(rejects, folder / "rejects" / stage / f"{name}.parquet")
+    failures_path = folder / "failures" / stage / f"{name}.jsonl"
+    failed = write_failures(failures or [], failures_path)
     (folder / "accounting").mkdir(parents=True, exist_ok=True)
-    record = {"backend": backend, "partitions": f"{keys[0]}..{keys[-1]}" if keys else "", **accounting.as_dict()}
-    (folder / "accounting" / f"{stage}.json").write_text(json.dumps(record, indent=2))
-    return {
-        **{f"llm_{k}": (round(v, 6) if isinstance(v, float) else v) for k, v in accounting.as_dict().items()},
-        "rejects_file": MetadataValue.path(str(folder / "rejects" / stage / f"{name}.parquet")),
+    record = {
+        "backend": backend,
+        "partitions": f"{keys[0]}..{keys[-1]}" if keys else "",
+        **accounting.as_dict(),
+        "failure_records": failed,
+        "failures_file": str(failures_path.resolve()) if failed else "",
     }
+    (folder / "accounting" / f"{stage}.json").write_text(json.dumps(record, indent=2))
+    meta: dict[str, Any] = {}
+    for k, v in accounting.as_dict().items():
+        meta[f"llm_{k}"] = (
+            round(v, 6) if isinstance(v, float) else (MetadataValue.json(v) if isinstance(v, dict) else v)
+        )
+    meta["rejects_file"] = MetadataValue.path(str(folder / "rejects" / stage / f"{name}.parquet"))
+    if failed:
+        meta["failures_file"] = MetadataValue.path(str(failures_path))
+    return meta
+
+
+def enforce_failure_budget(
+    stage: str, accounting: Accounting, llm: LlmResource, meta: dict[str, Any], clients: list[LlmClient]
+) -> None:
+    """Stop the stage (one line) when its endpoint is unusable or more requests failed than the budget."""
+    path = meta.get("failures_file")
+    details = Path(path.value) if isinstance(path, PathMetadataValue) else Path("<no failure records>")
+    check_failure_budget(stage, accounting, llm.failure_budget(), details.resolve(), clients)
+
+
+def failures_check(check_name: str, stage: str, accounting: Accounting, meta: dict[str, Any]) -> AssetCheckResult:
+    """WARN when requests failed within the budget: how many rows are missing, and where the records are."""
+    failed = int(accounting.failures)
+    path = meta.get("failures_file")
+    metadata: dict[str, Any] = {"failed_requests": failed, "requests": int(accounting.prompts)}
+    if failed:
+        metadata["failures_by_kind"] = describe_kinds(accounting.failures_by_kind)
+        metadata["failures_file"] = path
+        metadata["note"] = f"{stage}: the answers of {failed} request(s) are left out; rerun to retry only these"
+    return AssetCheckResult(
+        check_name=check_name, passed=failed == 0, severity=AssetCheckSeverity.WARN, metadata=metadata
+    )
 
 
 def _split_by_key(frame: pd.DataFrame, keys: list[str], shard_of_volume: dict[str, str]) -> dict[str, pd.DataFrame]:
@@ -65,8 +122,10 @@ def _split_by_key(frame: pd.DataFrame, keys: list[str], shard_of_volume: dict[st
     partitions_def=open_qa_partitions,
     backfill_policy=single_run,
     pool="llm",
+    check_specs=[AssetCheckSpec("no_failed_llm_requests", asset="qa_candidates")],
     description="Candidate QA of Tasks 1-3 (before scoring): Figures 11-13 through the LLM, or the offline "
-    "rules backend. Partitioned by task x shard; every reply cached, unparsable replies kept as rejects.",
+    "rules backend. Partitioned by task x shard; every reply cached, unparsable replies kept as rejects, "
+    "requests without an answer recorded as failures (the stage stops past its failure budget).",
 )
 def qa_candidates(
     context: AssetExecutionContext,
@@ -74,7 +133,7 @@ def qa_candidates(
     report_sentences: pd.DataFrame,
     settings: Rad3dSettings,
     llm: LlmResource,
-) -> Output[dict[str, pd.DataFrame]]:
+) -> Iterator[Output[dict[str, pd.DataFrame]] | AssetCheckResult]:
     keys = list(context.partition_keys)
     wanted = {split_open_key(k) for k in keys}
     tasks = {int(t) for t, _ in wanted}
@@ -86,33 +145,37 @@ def qa_candidates(
     backend = llm.resolved_backend()
     accounting = Accounting()
     result = StageResult()
+    clients: list[LlmClient] = []
     if backend == "rules":
         starters = {str(v): starters_for(settings.seed, str(v)) for v in reports["VolumeName"]}
         result.candidates = generate_rules(sentences, reports, starters, tasks)
     else:
         generator = llm.client(llm.generator_model, settings.out)
+        clients.append(generator)
         if tasks & {1, 2}:
-            part = generate_task12(generator, reports, tasks, settings.seed)
-            result.candidates += part.candidates
-            result.rejects += part.rejects
-        if 3 in tasks:
+            result.extend(generate_task12(generator, reports, tasks, settings.seed))
+        if 3 in tasks and not generator.fatal:
             if llm.task3_stage1 == "llm":
                 measured, stage1 = stage1_sentences_llm(generator, reports)
                 result.rejects += stage1.rejects
+                result.failures += stage1.failures
             else:
                 measured = sentences.loc[
                     sentences["has_measurement"].astype(bool) & (sentences["section"] == "findings")
                 ]
-            part = generate_task3(generator, measured, reports)
-            result.candidates += part.candidates
-            result.rejects += part.rejects
+            result.extend(generate_task3(generator, measured, reports))
         accounting.add(generator.accounting)
     frame = candidates_frame(result.candidates).drop_duplicates("qa_id").reset_index(drop=True)
     out = _split_by_key(frame, keys, shard_of_volume)
-    meta = {**table_metadata(frame), "backend": backend}
-    meta.update(_record_llm(settings, "qa_candidates", keys, accounting, rejects_frame(result.rejects), backend))
+    meta: dict[str, Any] = {**table_metadata(frame), "backend": backend}
+    stage = "qa_candidates"
+    meta.update(
+        record_llm_stage(settings, stage, keys, accounting, rejects_frame(result.rejects), backend, result.failures)
+    )
     context.log.info(f"{backend}: {len(frame)} candidates for {len(keys)} partition(s); {accounting.as_dict()}")
-    return Output(out, metadata=meta)
+    enforce_failure_budget(stage, accounting, llm, meta, clients)
+    yield Output(out, metadata=meta)
+    yield failures_check("no_failed_llm_requests", stage, accounting, meta)
 
 
 @asset(
@@ -121,15 +184,18 @@ def qa_candidates(
     partitions_def=open_qa_partitions,
     backfill_policy=single_run,
     pool="llm",
+    check_specs=[AssetCheckSpec("no_failed_llm_requests", asset="qa_scores")],
     description="Five-dimension quality scores (Figure 17 rubric, 1-5) of every candidate, and their mean.",
 )
 def qa_scores(
     context: AssetExecutionContext, qa_candidates: pd.DataFrame, settings: Rad3dSettings, llm: LlmResource
-) -> Output[dict[str, pd.DataFrame]]:
+) -> Iterator[Output[dict[str, pd.DataFrame]] | AssetCheckResult]:
     keys = list(context.partition_keys)
     backend = llm.resolved_backend()
     accounting = Accounting()
     rejects = rejects_frame([])
+    failures: list[dict[str, Any]] = []
+    clients: list[LlmClient] = []
     if qa_candidates.empty:
         scores = scores_frame([])
     elif backend == "rules":
@@ -140,9 +206,11 @@ def qa_scores(
         scores = scores_frame(rows)
     else:
         scorer = llm.client(llm.scorer_model, settings.out)
+        clients.append(scorer)
         scores, result = score_candidates(scorer, qa_candidates)
         accounting.add(scorer.accounting)
         rejects = rejects_frame(result.rejects)
+        failures = result.failures
     partition_of = {}
     for key in keys:
         task, shard = split_open_key(key)
@@ -155,9 +223,11 @@ def qa_scores(
         for key in keys:
             task, shard = split_open_key(key)
             out[key] = scores.loc[((tasks == task) & (shards == shard)).to_numpy()].reset_index(drop=True)
-    meta = {**table_metadata(scores), "backend": backend}
-    meta.update(_record_llm(settings, "qa_scores", keys, accounting, rejects, backend))
-    return Output(out, metadata=meta)
+    meta: dict[str, Any] = {**table_metadata(scores), "backend": backend}
+    meta.update(record_llm_stage(settings, "qa_scores", keys, accounting, rejects, backend, failures))
+    enforce_failure_budget("qa_scores", accounting, llm, meta, clients)
+    yield Output(out, metadata=meta)
+    yield failures_check("no_failed_llm_requests", "qa_scores", accounting, meta)
 
 
 def _release_rows(curated: pd.DataFrame) -> pd.DataFrame:

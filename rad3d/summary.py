@@ -64,11 +64,33 @@ def print_summary(out: Path) -> None:
     if accounting:
         print("LLM use in the last runs:")
         for stage, acc in accounting.items():
-            if acc.get("backend") == "rules":
-                print(f"  {stage}: offline rules backend, no requests")
-                continue
-            print(
-                f"  {stage}: {acc['requests']} requests, {acc['cache_hits']} cache hits, {acc['retries']} retries, "
-                f"{acc['rejects']} rejects, {acc['prompt_tokens']}+{acc['completion_tokens']} tokens, "
-                f"~${acc['cost_usd']:.4f}"
-            )
+            print(f"  {llm_stage_line(stage, acc)}")
+
+
+def _kinds(counts: dict[str, int]) -> str:
+    from rad3d_pipeline.llm.failures import describe_kinds
+
+    return describe_kinds({str(k): int(v) for k, v in counts.items()})
+
+
+def llm_stage_line(stage: str, acc: dict[str, Any]) -> str:
+    """``qa_scores: 120 requests sent (96 prompts), 30 cache hits, 12 retries (5 HTTP 429, ...), 4 rejects,
+    2 failures (...; left out, records in ...), 1234+567 tokens, ~$0.0012``."""
+    if acc.get("backend") == "rules":
+        return f"{stage}: offline rules backend, no requests"
+    retries = int(acc.get("retries", 0))
+    by_kind = _kinds(acc.get("retries_by_kind") or {})
+    failures = int(acc.get("failures", 0))
+    failed = f"{failures} failures"
+    if failures:
+        where = acc.get("failures_file") or "<out>/llm/failures/"
+        failed += f" ({_kinds(acc.get('failures_by_kind') or {})}; their rows are left out, records in {where})"
+    prompts = acc.get("prompts")
+    return (
+        f"{stage}: {acc.get('requests', 0)} requests sent"
+        + (f" for {prompts} prompts" if prompts is not None else "")
+        + f", {acc.get('cache_hits', 0)} cache hits, {retries} retries"
+        + (f" ({by_kind})" if by_kind else "")
+        + f", {acc.get('rejects', 0)} rejects, {failed}, "
+        f"{acc.get('prompt_tokens', 0)}+{acc.get('completion_tokens', 0)} tokens, ~${float(acc.get('cost_usd', 0)):.4f}"
+    )

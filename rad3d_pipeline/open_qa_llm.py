@@ -15,6 +15,7 @@ import pandas as pd
 
 from rad3d_pipeline.llm.batch import BatchRequest, run_batch
 from rad3d_pipeline.llm.client import LlmClient, Outcome, Reject, run_all
+from rad3d_pipeline.llm.failures import failure_record
 from rad3d_pipeline.llm.parsers import (
     SCORE_DIMENSIONS,
     GeneratedQA,
@@ -35,22 +36,19 @@ SCORE_COLUMNS: tuple[str, ...] = ("qa_id", *SCORE_DIMENSIONS, "mean", "scorer", 
 class StageResult:
     candidates: list[Candidate] = field(default_factory=list)
     rejects: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)  # requests that ended without an answer
 
-    def add_rejects(self, stage: str, subject: str, outcome: Outcome[Any]) -> None:
+    def add_rejects(self, stage: str, subject: str, outcome: Outcome[Any], model: str = "") -> None:
+        """The outcome's rejects, and a failure record when it ended without an answer."""
         for r in outcome.rejects:
             self.rejects.append(_reject_row(stage, subject, r))
-        if outcome.value is None and outcome.error and not outcome.rejects:
-            self.rejects.append(
-                {
-                    "stage": stage,
-                    "subject": subject,
-                    "request_key": outcome.key,
-                    "attempt": -1,
-                    "model": "",
-                    "raw_text": "",
-                    "reason": outcome.error,
-                }
-            )
+        if outcome.value is None:
+            self.failures.append(failure_record(stage, subject, model, outcome))
+
+    def extend(self, other: StageResult) -> None:
+        self.candidates += other.candidates
+        self.rejects += other.rejects
+        self.failures += other.failures
 
 
 def _reject_row(stage: str, subject: str, r: Reject) -> dict[str, Any]:
@@ -118,7 +116,7 @@ def generate_task12(client: LlmClient, reports: pd.DataFrame, tasks: set[int], s
         specs.append((template.messages(**values), parse_task12, template.template_version))
     outcomes = _run(client, specs)
     for key, outcome in zip(keys, outcomes, strict=True):
-        result.add_rejects("task12", groups[key][0][0], outcome)
+        result.add_rejects("task12", groups[key][0][0], outcome, client.endpoint.model)
         if outcome.value is None:
             continue
         pairs: list[GeneratedQA] = outcome.value
@@ -159,7 +157,7 @@ def stage1_sentences_llm(client: LlmClient, reports: pd.DataFrame) -> tuple[pd.D
     rows = []
     for volume, findings in zip(reports["VolumeName"], reports["Findings_EN"].astype(str), strict=True):
         outcome = found[findings]
-        result.add_rejects("task3_stage1", str(volume), outcome)
+        result.add_rejects("task3_stage1", str(volume), outcome, client.endpoint.model)
         for sentence in outcome.value or []:
             rows.append({"VolumeName": volume, "text": sentence})
     return pd.DataFrame(rows, columns=["VolumeName", "text"]), result
@@ -191,7 +189,7 @@ def generate_task3(client: LlmClient, sentences: pd.DataFrame, volumes: pd.DataF
         if volume not in info:
             continue
         outcome = outcomes[text]
-        result.add_rejects("task3_stage2", volume, outcome)
+        result.add_rejects("task3_stage2", volume, outcome, client.endpoint.model)
         if outcome.value is None:
             continue
         qa: GeneratedQA = outcome.value
@@ -224,7 +222,7 @@ def score_candidates(client: LlmClient, candidates: pd.DataFrame) -> tuple[pd.Da
     rows = []
     for qa_id, q, a in zip(candidates["qa_id"], candidates["question"], candidates["answer"], strict=True):
         outcome = outcomes[(str(q), str(a))]
-        result.add_rejects("scoring", str(qa_id), outcome)
+        result.add_rejects("scoring", str(qa_id), outcome, client.endpoint.model)
         if outcome.value is None:
             continue
         rows.append(score_row(str(qa_id), outcome.value, client.endpoint.model, "openai"))

@@ -44,6 +44,16 @@ class LlmResource(ConfigurableResource):
     max_parse_attempts: int = Field(default=3, description="Fresh requests after an unparsable reply.")
     temperature: float = Field(default=0.0, description="Sampling temperature.")
     json_mode: bool = Field(default=False, description="Ask for JSON output where the endpoint supports it.")
+    structured_outputs: bool = Field(
+        default=False,
+        description="Ask with a strict JSON schema per prompt (response_format json_schema, strict: OpenAI's "
+        "structured outputs, vLLM's guided decoding); the paper's text formats stay the fallback.",
+    )
+    max_failure_rate: float = Field(
+        default=0.01,
+        description="Failure budget of each LLM stage: the share of its requests that may end without an "
+        "answer (recorded under <out>/llm/failures/) before the stage fails.",
+    )
     task3_stage1: str = Field(
         default="sentences", description="Task 3 stage 1: 'sentences' (the sentence asset) or 'llm' (Figure 12)."
     )
@@ -55,6 +65,11 @@ class LlmResource(ConfigurableResource):
     judges_file: str | None = Field(default=None, description="YAML file giving judges their own endpoints.")
     spatial_model: str = Field(default="gpt-4o-mini", description="The LLM judge of spatial questions.")
     cache_dir: str | None = Field(default=None, description="Response cache folder; default <out>/llm.")
+
+    def failure_budget(self) -> float:
+        if not 0.0 <= self.max_failure_rate <= 1.0:
+            raise ValueError(f"llm.max_failure_rate={self.max_failure_rate!r}: use a share between 0 and 1")
+        return self.max_failure_rate
 
     def resolved_backend(self) -> str:
         if self.backend not in BACKENDS:
@@ -79,6 +94,7 @@ class LlmResource(ConfigurableResource):
             max_parse_attempts=self.max_parse_attempts,
             temperature=self.temperature,
             json_mode=self.json_mode,
+            structured_outputs=self.structured_outputs,
             price_prompt_per_1m=self.price_prompt_per_1m,
             price_completion_per_1m=self.price_completion_per_1m,
             batch=self.batch,

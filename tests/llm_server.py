@@ -1,20 +1,34 @@
 """A local OpenAI-compatible chat-completions server for the tests (loopback only).
 
-Replies are scripted in the paper's formats from the prompt itself, so a run against it
-is deterministic. Fault injection: 429 with Retry-After, 500, slow replies (client
-timeouts) and malformed replies, each at a rate, decided by a seeded generator per
-request. Counts requests and the largest number in flight.
+Replies are scripted from the prompt itself, so a run against it is deterministic. Three reply
+formats (``reply_format``): ``scripted`` (the historical mix: the paper's text formats for Tasks
+1-3, JSON for scoring and the spatial judge), ``json`` (the JSON of ``rad3d_pipeline.llm.schemas``
+for every prompt) and ``paper`` (that JSON rendered into the paper's own formats, with the usual
+drift, by ``tests.paper_formats.to_paper_format``; the rendering is seeded by the prompt).
+
+Fault injection, each at a rate, decided by a seeded generator per request: 429 with Retry-After
+(seconds, ``date`` for an HTTP date, or anything else verbatim such as ``soon``), 500, slow replies
+(client timeouts), malformed replies, and the 200s that carry no answer: an HTML page from a proxy,
+a body that is not JSON, a JSON body cut off, an ``error`` object, no ``choices``, an empty
+``content``; a connection reset mid-body; a reply cut at ``finish_reason: length``. A permanent
+failure rate makes some prompts (chosen by their hash) always fail. ``api_key`` and
+``known_models`` make it answer 401 and 404 (model not found) as hosted APIs do. Counts requests,
+the injected faults by kind, the prompts per template, and the largest number in flight.
 """
 
 from __future__ import annotations
 
 import email.policy
+import email.utils
 import hashlib
 import json
 import random
 import re
+import socket
+import struct
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,21 +45,71 @@ LOCATION = re.compile(r"\b(right|left) (upper|middle|lower) lobe\b", re.IGNORECA
 MEASURE = re.compile(r"(\d+(?:\.\d+)?(?:\s*[x×]\s*\d+(?:\.\d+)?)?)\s*(mm|cm)\b", re.IGNORECASE)
 
 
+TRANSIENT_KINDS: tuple[str, ...] = (
+    "429",
+    "500",
+    "timeout",
+    "html",
+    "not_json",
+    "cut_json",
+    "error_body",
+    "no_choices",
+    "reset",
+    "empty",
+)
+# the kind the client counts each injected fault as (rad3d_pipeline.llm.client.error_kind)
+CLIENT_KIND: dict[str, str] = {
+    "429": "HTTP 429",
+    "500": "HTTP 500",
+    "timeout": "timeout",
+    "html": "HTML page",
+    "not_json": "non-JSON body",
+    "cut_json": "cut-off body",
+    "error_body": "error object",
+    "no_choices": "no choices",
+    "reset": "connection error",
+    "empty": "empty content",
+}
+
+
 @dataclass
 class Faults:
     rate_429: float = 0.0
     rate_500: float = 0.0
     rate_timeout: float = 0.0
     rate_malformed: float = 0.0
-    retry_after: str = "0.05"
+    rate_html: float = 0.0  # a 200 text/html page from a proxy
+    rate_not_json: float = 0.0  # a 200 application/json body that is not JSON
+    rate_cut_json: float = 0.0  # a 200 JSON body cut off (Content-Length of the cut body)
+    rate_error_body: float = 0.0  # a 200 {"error": {...}} without choices
+    rate_no_choices: float = 0.0  # a 200 with "choices": []
+    rate_reset: float = 0.0  # half the body, then a TCP reset
+    rate_empty: float = 0.0  # content ""
+    rate_length: float = 0.0  # half the reply, finish_reason "length" (a reject, not a transport fault)
+    retry_after: str = "0.05"  # on 429: seconds, "date" (an HTTP date, now) or verbatim ("soon")
+    retry_after_5xx: str | None = None  # the same on 500, when set
     timeout_sleep_s: float = 2.0
+    permanent_rate: float = 0.0  # share of prompts (by hash) that always fail
+    permanent_kind: str = "500"  # "500" or "malformed"
     seed: int = 0
+
+    def transient(self, kind: str, rate: float) -> Faults:
+        """A copy with one transient fault kind (of TRANSIENT_KINDS) at ``rate``."""
+        name = {"429": "rate_429", "500": "rate_500", "timeout": "rate_timeout"}.get(kind, f"rate_{kind}")
+        return Faults(**{**self.__dict__, name: rate})
 
 
 @dataclass
 class ServerState:
     faults: Faults = field(default_factory=Faults)
     latency_s: float = 0.0
+    reply_format: str = "scripted"  # scripted | json | paper
+    api_key: str | None = None  # when set, any other bearer token gets a 401
+    known_models: set[str] | None = None  # when set, any other model gets a 404 (model not found)
+    injected: Counter[str] = field(default_factory=Counter)  # faults injected, by kind
+    prompts: list[tuple[str, str]] = field(default_factory=list)  # (template, prompt digest) per chat request
+    permanent: dict[str, str] = field(default_factory=dict)  # prompt digest -> template, failed for good
+    bodies: list[dict[str, Any]] = field(default_factory=list)  # every chat request body
     requests: int = 0
     completed: int = 0
     in_flight: int = 0
@@ -58,70 +122,149 @@ class ServerState:
     rng: random.Random = field(default_factory=lambda: random.Random(0))
 
 
-def _score_reply(user: str, model: str) -> str:
+def _scores(user: str, model: str) -> dict[str, int]:
     question = re.search(r"Question: (.*)", user)
     answer = re.search(r"Answer: (.*)", user)
     text = f"{model}|{question.group(1) if question else ''}|{answer.group(1) if answer else ''}"
     digest = hashlib.sha256(text.encode()).digest()
-    scores = {name: 2 + digest[i] % 4 for i, name in enumerate(SCORE_NAMES)}  # 2..5
-    return "<think>Checking the pair.</think>\n" + json.dumps(scores, indent=2)
+    return {name: 2 + digest[i] % 4 for i, name in enumerate(SCORE_NAMES)}  # 2..5
 
 
-def _task12_reply(user: str) -> str:
+def _score_reply(user: str, model: str) -> str:
+    return "<think>Checking the pair.</think>\n" + json.dumps(_scores(user, model), indent=2)
+
+
+def _task12_pairs(user: str) -> list[tuple[str, str]]:
     findings = re.search(r"Findings: (.*)", user)
     text = findings.group(1) if findings else ""
     where = LOCATION.search(text)
     place = where.group(0).lower() if where else "right lower lobe"
     starters = re.findall(r"Question-\d: (\w+) \.\.\.", user) or ["What"] * 6
     words = [w for w in re.findall(r"[a-z]{6,}", text.lower())][:6] or ["normal"] * 6
-    lines = [
-        "1). Anatomical observation (based on Findings)",
-        f"**Question-1:** {starters[0]} is the appearance of the trachea? Answer: {words[0 % len(words)].capitalize()}",
-        "2). Pathological observation (based on Findings)",
-        f"Question-2: {starters[1]} finding involves the {place}? Answer: {words[1 % len(words)].capitalize()}",
-        "3). Abnormality type (based on Findings)",
-        f"Question-3: {starters[2]} abnormality type is in the {place}? Answer: Nodule",
-        "4). Abnormality feature (based on Findings)",
-        f"Question-4: {starters[3]} feature does the {place} lesion show? Answer: {words[2 % len(words)].capitalize()}",
-        "5). Abnormality position (based on Findings)",
-        f"Question-5: {starters[4]} is the lesion located? Answer: {place.capitalize()}",
-        "6). Abnormality or normality diagnosis (based on Impressions)",
-        f"Question-6: {starters[5]} diagnosis fits the {place}? Answer: {words[3 % len(words)].capitalize()}",
+    return [
+        (f"{starters[0]} is the appearance of the trachea?", words[0 % len(words)].capitalize()),
+        (f"{starters[1]} finding involves the {place}?", words[1 % len(words)].capitalize()),
+        (f"{starters[2]} abnormality type is in the {place}?", "Nodule"),
+        (f"{starters[3]} feature does the {place} lesion show?", words[2 % len(words)].capitalize()),
+        (f"{starters[4]} is the lesion located?", place.capitalize()),
+        (f"{starters[5]} diagnosis fits the {place}?", words[3 % len(words)].capitalize()),
     ]
+
+
+def _task12_reply(user: str) -> str:
+    headings = [
+        "1). Anatomical observation (based on Findings)",
+        "2). Pathological observation (based on Findings)",
+        "3). Abnormality type (based on Findings)",
+        "4). Abnormality feature (based on Findings)",
+        "5). Abnormality position (based on Findings)",
+        "6). Abnormality or normality diagnosis (based on Impressions)",
+    ]
+    lines = []
+    for i, (heading, (question, answer)) in enumerate(zip(headings, _task12_pairs(user), strict=True), 1):
+        label = f"**Question-{i}:**" if i == 1 else f"Question-{i}:"
+        lines += [heading, f"{label} {question} Answer: {answer}"]
     return "\n".join(lines)
 
 
-def _stage1_reply(user: str) -> str:
+def _stage1_sentences(user: str) -> list[str]:
     report = user.split("Radiology finding report:")[-1].split("Desired format:")[0]
-    sentences = [s.strip() for s in re.split(r"(?<=[a-z])\.\s+", report) if MEASURE.search(s)]
-    return "\n".join(f"{i}). Sentence-{i}: {s}" for i, s in enumerate(sentences, 1))
+    return [s.strip() for s in re.split(r"(?<=[a-z])\.\s+", report) if MEASURE.search(s)]
 
 
-def _stage2_reply(user: str) -> str:
+def _stage1_reply(user: str) -> str:
+    return "\n".join(f"{i}). Sentence-{i}: {s}" for i, s in enumerate(_stage1_sentences(user), 1))
+
+
+def _stage2_qa(user: str) -> tuple[str, str, str]:
     sentence = user.split("Radiology description sentence:")[-1].split("Desired format:")[0].strip()
     match = MEASURE.search(sentence)
     value = f"{match.group(1)} {match.group(2)}" if match else "unknown"
     aspect = "Thickness" if "thick" in sentence.lower() else ("Size" if match and "x" in match.group(1) else "Diameter")
-    return f"{aspect}\nQuestion: What is the {aspect.lower()} of the finding described? Answer: {value}"
+    return aspect, f"What is the {aspect.lower()} of the finding described?", value
 
 
-def scripted_reply(messages: list[dict[str, Any]], model: str) -> str:
+def _stage2_reply(user: str) -> str:
+    aspect, question, answer = _stage2_qa(user)
+    return f"{aspect}\nQuestion: {question} Answer: {answer}"
+
+
+def _spatial_verdict(user: str) -> dict[str, Any]:
+    question = re.search(r"Question: (.*)", user)
+    asks_where = bool(question and re.match(r"\s*(where|which lobe|which side)", question.group(1), re.I))
+    return {"spatial": asks_where, "category": "laterality and bilateral symmetry" if asks_where else ""}
+
+
+def template_of(messages: list[dict[str, Any]]) -> str | None:
+    """Which prompt template a request comes from (None: not one of the five)."""
     system = str(messages[0].get("content", "")) if messages else ""
     user = str(messages[-1].get("content", "")) if messages else ""
     if "score the following radiology" in user:
-        return _score_reply(user, model)
+        return "scoring"
     if "create 6 questions" in system:
-        return _task12_reply(user)
+        return "task12"
     if "extract all complete sentences" in system:
-        return _stage1_reply(user)
+        return "task3_stage1"
     if "create one question and answer" in system:
-        return _stage2_reply(user)
+        return "task3_stage2"
     if "requires spatial reasoning" in system:
-        question = re.search(r"Question: (.*)", user)
-        asks_where = bool(question and re.match(r"\s*(where|which lobe|which side)", question.group(1), re.I))
-        category = "laterality and bilateral symmetry" if asks_where else ""
-        return json.dumps({"spatial": asks_where, "category": category})
+        return "spatial_judge"
+    return None
+
+
+def scripted_reply(messages: list[dict[str, Any]], model: str) -> str:
+    user = str(messages[-1].get("content", "")) if messages else ""
+    template = template_of(messages)
+    if template == "scoring":
+        return _score_reply(user, model)
+    if template == "task12":
+        return _task12_reply(user)
+    if template == "task3_stage1":
+        return _stage1_reply(user)
+    if template == "task3_stage2":
+        return _stage2_reply(user)
+    if template == "spatial_judge":
+        return json.dumps(_spatial_verdict(user))
     return "I do not know this prompt."
+
+
+def json_reply(messages: list[dict[str, Any]], model: str) -> str:
+    """The same content as :func:`scripted_reply`, as the JSON of ``rad3d_pipeline.llm.schemas``."""
+    user = str(messages[-1].get("content", "")) if messages else ""
+    template = template_of(messages)
+    value: dict[str, Any]
+    if template == "scoring":
+        value = _scores(user, model)
+    elif template == "task12":
+        value = {"pairs": [{"index": i, "question": q, "answer": a} for i, (q, a) in enumerate(_task12_pairs(user), 1)]}
+    elif template == "task3_stage1":
+        value = {"sentences": _stage1_sentences(user)}
+    elif template == "task3_stage2":
+        aspect, question, answer = _stage2_qa(user)
+        value = {"aspect": aspect, "question": question, "answer": answer}
+    elif template == "spatial_judge":
+        value = _spatial_verdict(user)
+    else:
+        return scripted_reply(messages, model)
+    return json.dumps(value)
+
+
+def prompt_digest(messages: list[dict[str, Any]], model: str) -> str:
+    blob = json.dumps({"model": model, "messages": messages}, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def reply_text(state: ServerState, messages: list[dict[str, Any]], model: str) -> str:
+    """The reply in the server's format (``paper``: seeded by the prompt, so a prompt always gets the same)."""
+    if state.reply_format == "scripted":
+        return scripted_reply(messages, model)
+    text = json_reply(messages, model)
+    template = template_of(messages)
+    if state.reply_format == "paper" and template is not None:
+        from tests.paper_formats import to_paper_format
+
+        return to_paper_format(template, text, random.Random(prompt_digest(messages, model)))
+    return text
 
 
 def make_handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
@@ -197,7 +340,7 @@ def make_handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
             for line in lines:
                 item = json.loads(line)
                 req = item["body"]
-                text = scripted_reply(req.get("messages", []), str(req.get("model", "")))
+                text = reply_text(state, req.get("messages", []), str(req.get("model", "")))
                 with state.lock:
                     state.requests += 1
                     if state.rng.random() < state.faults.rate_malformed:
@@ -233,6 +376,39 @@ def make_handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
                 }
             self._send(200, {k: v for k, v in state.batches[batch_id].items() if not k.startswith("_")})
 
+        def _send_raw(self, status: int, data: bytes, content_type: str, length: int | None = None) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data) if length is None else length))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _reset_mid_body(self, data: bytes) -> None:
+            """Headers and half the body, then a TCP reset (SO_LINGER 0)."""
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.close_connection = True
+            self.connection.close()
+
+        def _completion(self, model: str, text: str, finish: str = "stop", prompt_tokens: int = 0) -> dict[str, Any]:
+            return {
+                "id": "chatcmpl-test",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": len(text.split()),
+                    "total_tokens": prompt_tokens + len(text.split()),
+                },
+            }
+
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             raw = self.rfile.read(length)
@@ -243,58 +419,124 @@ def make_handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
                 self._create_batch(json.loads(raw))
                 return
             body = json.loads(raw or b"{}")
+            messages = body.get("messages", [])
+            model = str(body.get("model", ""))
+            digest = prompt_digest(messages, model)
+            template = template_of(messages) or ""
+            f = state.faults
             with state.lock:
                 state.requests += 1
                 state.in_flight += 1
                 state.max_in_flight = max(state.max_in_flight, state.in_flight)
                 roll = state.rng.random()
-                model = str(body.get("model", ""))
                 state.models.append(model)
+                state.prompts.append((template, digest))
+                state.bodies.append(body)
             try:
                 if not self.path.endswith("/chat/completions"):
                     self._send(404, {"error": {"message": f"no route {self.path}"}})
                     return
-                f = state.faults
+                if state.api_key is not None and self.headers.get("Authorization") != f"Bearer {state.api_key}":
+                    error = {"message": "Incorrect API key provided.", "type": "invalid_request_error"}
+                    self._send(401, {"error": {**error, "code": "invalid_api_key"}})
+                    return
+                if state.known_models is not None and model not in state.known_models:
+                    message = f"The model `{model}` does not exist or you do not have access to it."
+                    self._send(404, {"error": {"message": message, "type": "invalid_request_error"}})
+                    return
                 if state.latency_s:
                     time.sleep(state.latency_s)
-                edge = f.rate_429
-                if roll < edge:
-                    self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": f.retry_after})
+                if f.permanent_rate and int(digest[:8], 16) / 16**8 < f.permanent_rate:
+                    with state.lock:
+                        state.permanent[digest] = template
+                        state.injected["permanent"] += 1
+                    if f.permanent_kind == "malformed":
+                        self._send(200, self._completion(model, "I cannot help with that request."))
+                    else:
+                        self._send(500, {"error": {"message": "internal error"}}, {"Retry-After": "0"})
                     return
-                edge += f.rate_500
-                if roll < edge:
-                    self._send(500, {"error": {"message": "internal error"}})
+                kind = self._roll(roll)
+                if kind is not None:
+                    with state.lock:
+                        state.injected[kind] += 1
+                if kind == "429":
+                    after = f.retry_after
+                    if after == "date":
+                        after = email.utils.formatdate(time.time(), usegmt=True)
+                    self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": after})
                     return
-                edge += f.rate_timeout
-                if roll < edge:
+                if kind == "500":
+                    extra = {"Retry-After": f.retry_after_5xx} if f.retry_after_5xx else {}
+                    self._send(500, {"error": {"message": "internal error"}}, extra)
+                    return
+                if kind == "timeout":
                     time.sleep(f.timeout_sleep_s)
-                text = scripted_reply(body.get("messages", []), model)
-                edge += f.rate_malformed
-                if roll < edge:
+                if kind == "html":
+                    page = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+                    self._send_raw(200, page, "text/html")
+                    return
+                if kind == "not_json":
+                    self._send_raw(
+                        200, b"upstream connect error or disconnect/reset before headers", "application/json"
+                    )
+                    return
+                if kind == "error_body":
+                    error = {
+                        "message": "The server had an error while processing your request.",
+                        "type": "server_error",
+                    }
+                    self._send(200, {"error": error})
+                    return
+                if kind == "no_choices":
+                    self._send(200, {"id": "chatcmpl-test", "object": "chat.completion", "model": model, "choices": []})
+                    return
+                text = reply_text(state, messages, model)
+                if kind == "malformed":
                     text = "Sorry, here is something else entirely."
-                prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
-                reply = {
-                    "id": "chatcmpl-test",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": model,
-                    "choices": [
-                        {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
-                    ],
-                    "usage": {
-                        "prompt_tokens": prompt_tokens,
-                        "completion_tokens": len(text.split()),
-                        "total_tokens": prompt_tokens + len(text.split()),
-                    },
-                }
-                self._send(200, reply)
+                finish = "stop"
+                if kind == "empty":
+                    text = ""
+                if kind == "length":
+                    text, finish = text[: max(1, len(text) // 2)], "length"
+                prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
+                data = json.dumps(self._completion(model, text, finish, prompt_tokens)).encode()
+                if kind == "cut_json":
+                    self._send_raw(200, data[: len(data) // 2], "application/json")
+                    return
+                if kind == "reset":
+                    self._reset_mid_body(data)
+                    return
+                self._send_raw(200, data, "application/json")
                 with state.lock:
                     state.completed += 1
-            except (BrokenPipeError, ConnectionResetError):
+            except (BrokenPipeError, ConnectionResetError, OSError):
                 pass
             finally:
                 with state.lock:
                     state.in_flight -= 1
+
+        def _roll(self, roll: float) -> str | None:
+            """The fault this request gets (None: a clean reply), from one uniform draw."""
+            f = state.faults
+            edge = 0.0
+            for kind, rate in (
+                ("429", f.rate_429),
+                ("500", f.rate_500),
+                ("timeout", f.rate_timeout),
+                ("malformed", f.rate_malformed),
+                ("html", f.rate_html),
+                ("not_json", f.rate_not_json),
+                ("cut_json", f.rate_cut_json),
+                ("error_body", f.rate_error_body),
+                ("no_choices", f.rate_no_choices),
+                ("reset", f.rate_reset),
+                ("empty", f.rate_empty),
+                ("length", f.rate_length),
+            ):
+                edge += rate
+                if roll < edge:
+                    return kind
+            return None
 
     return Handler
 
@@ -302,8 +544,24 @@ def make_handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
 class LocalLlmServer:
     """``with LocalLlmServer() as server: server.base_url`` -> http://127.0.0.1:PORT/v1"""
 
-    def __init__(self, faults: Faults | None = None, latency_s: float = 0.0) -> None:
-        self.state = ServerState(faults=faults or Faults(), latency_s=latency_s)
+    def __init__(
+        self,
+        faults: Faults | None = None,
+        latency_s: float = 0.0,
+        *,
+        reply_format: str = "scripted",
+        api_key: str | None = None,
+        known_models: set[str] | None = None,
+    ) -> None:
+        if reply_format not in {"scripted", "json", "paper"}:
+            raise ValueError(f"reply_format={reply_format!r}: scripted, json or paper")
+        self.state = ServerState(
+            faults=faults or Faults(),
+            latency_s=latency_s,
+            reply_format=reply_format,
+            api_key=api_key,
+            known_models=known_models,
+        )
         self.state.rng = random.Random(self.state.faults.seed)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self.state))
         self.httpd.daemon_threads = True

@@ -6,6 +6,7 @@ release Tasks 1-3 as a fault-free run; a rerun sends no request; the cap holds.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -58,10 +59,19 @@ def test_faulty_endpoint_gives_the_fault_free_release(fixtures: Path, tmp_path: 
         assert rerun.returncode == 0, rerun.stderr[-3000:]
         assert clean.state.requests == paid, "a rerun of an unchanged build must send no request"
     assert "0 requests" in rerun.stdout
+    assert "qa_scores: 0 requests sent" in rerun.stdout and "0 failures" in rerun.stdout
     faults = Faults(rate_429=0.15, rate_500=0.1, rate_timeout=0.05, rate_malformed=0.15, seed=11, timeout_sleep_s=3)
     with LocalLlmServer(faults) as noisy:
         second = build(ctrate, tmp_path / "noisy", noisy, tmp_path / "home")
         assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+        injected = dict(noisy.state.injected)
+    # The summary shows the retries by kind; the accounting counts every injected 429 and 500 as one retry.
+    assert "retries (" in second.stdout and "HTTP 429" in second.stdout
+    accounting = [json.loads(p.read_text()) for p in (tmp_path / "noisy" / "llm" / "accounting").glob("*.json")]
+    for kind, counted in (("429", "HTTP 429"), ("500", "HTTP 500")):
+        assert sum(a["retries_by_kind"].get(counted, 0) for a in accounting) == injected[kind]
+    assert sum(a["failures"] for a in accounting) == 0
+    assert not list((tmp_path / "noisy" / "llm" / "failures").rglob("*.jsonl"))
     # The API key is in no file the build wrote: instance (runs, events, metadata), tables, cache, logs.
     for path in tmp_path.rglob("*"):
         if path.is_file():

@@ -240,3 +240,37 @@ def test_spatial_subset_and_statistics_in_a_build(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "reports" / "scoring_consistency.csv").exists()
     review = subprocess.run([*run, "review", "export", "--out", str(tmp_path / "out"), "--n", "5"], env=env)
     assert review.returncode == 0
+
+
+def test_failed_spatial_verdicts_are_failures_not_not_spatial(tmp_path: Path) -> None:
+    """Issue 12: a verdict the judge never gave parsably is a reject and a failure, never "not spatial"."""
+    from assets.quality import _llm_spatial
+    from rad3d_pipeline.errors import LlmStageError
+    from rad3d_pipeline.llm.cache import ResponseCache
+    from rad3d_pipeline.llm.client import EndpointConfig, LlmClient
+    from rad3d_pipeline.llm.failures import check_failure_budget
+    from rad3d_pipeline.open_qa_llm import StageResult
+    from tests.llm_server import Faults
+
+    frame = pd.DataFrame(
+        {
+            "qa_id": [f"q{i}" for i in range(24)],
+            "question": [f"Where is nodule {i} located?" for i in range(24)],
+            "answer": ["Right upper lobe"] * 24,
+        }
+    )
+    with LocalLlmServer(Faults(permanent_rate=0.3, permanent_kind="malformed", seed=2)) as server:
+        config = EndpointConfig(model="judge", base_url=server.base_url, api_key="k", max_parse_attempts=2)
+        client = LlmClient(config, ResponseCache(tmp_path / "s.sqlite"))
+        result = StageResult()
+        judged = _llm_spatial(client, frame, result)
+        broken = len(server.state.permanent)
+    assert 0 < broken < 24
+    unknown = judged[judged["spatial"].isna()]
+    assert len(unknown) == broken and (judged["spatial"].dropna() == True).all()  # noqa: E712
+    assert unknown["reason"].str.contains("unparsable").all()
+    assert len(result.failures) == broken and len(result.rejects) == 2 * broken
+    acc = client.accounting
+    assert (acc.prompts, acc.failures, acc.rejects) == (24, broken, 2 * broken)
+    with pytest.raises(LlmStageError, match=rf"spatial_qa: {broken} of 24 requests failed .*unparsable"):
+        check_failure_budget("spatial_qa", acc, 0.01, tmp_path / "f.jsonl", [client])

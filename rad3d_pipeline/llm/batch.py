@@ -17,7 +17,7 @@ from typing import Any
 import openai
 
 from rad3d_pipeline.llm.cache import ResponseCache, request_key
-from rad3d_pipeline.llm.client import EndpointConfig
+from rad3d_pipeline.llm.client import EndpointConfig, ReplyError, reply_from_body, template_name
 
 log = logging.getLogger("rad3d.llm.batch")
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
@@ -38,8 +38,12 @@ class BatchReport:
     failed: int = 0
 
 
-def _line(key: str, config: EndpointConfig, messages: list[dict[str, Any]]) -> str:
-    body = {"model": config.model, "messages": messages, **config.sampling_params()}
+def _params(config: EndpointConfig, request: BatchRequest) -> dict[str, Any]:
+    return config.sampling_params(template_name(request.template_version))
+
+
+def _line(key: str, config: EndpointConfig, request: BatchRequest) -> str:
+    body = {"model": config.model, "messages": request.messages, **_params(config, request)}
     return json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body})
 
 
@@ -55,26 +59,30 @@ def _store_results(
             item = json.loads(raw)
             key = item.get("custom_id", "")
             response = item.get("response") or {}
-            body = response.get("body") or {}
-            if response.get("status_code") != 200 or not body.get("choices"):
+            body = response.get("body")
+            request = requests.get(key)
+            if response.get("status_code") != 200:
                 failed += 1
                 continue
-            text = body["choices"][0]["message"].get("content") or ""
-            usage = body.get("usage") or {}
-            request = requests.get(key)
+            try:  # the same checks as an ordinary reply: no answer, nothing cached (asked again one by one)
+                reply = reply_from_body("application/json", body if isinstance(body, str) else json.dumps(body))
+            except ReplyError:
+                failed += 1
+                continue
             cache.put(
                 key,
                 model=config.model,
-                text=text,
+                text=reply.text,
                 request={
                     "messages": request.messages if request else [],
-                    "params": config.sampling_params(),
+                    "params": _params(config, request) if request else config.sampling_params(),
                     "template_version": request.template_version if request else "",
                     "attempt": 0,
                     "batch_id": batch.id,
                 },
-                prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                completion_tokens=int(usage.get("completion_tokens", 0)),
+                prompt_tokens=reply.prompt_tokens,
+                completion_tokens=reply.completion_tokens,
+                finish_reason=reply.finish_reason,
             )
             received += 1
     return received, failed
@@ -92,8 +100,7 @@ def run_batch(
 ) -> BatchReport:
     """Fill the cache with first-attempt replies for ``requests`` through the Batch API."""
     client = client or openai.OpenAI(base_url=config.base_url, api_key=config.api_key, timeout=config.timeout_s)
-    params = config.sampling_params()
-    by_key = {request_key(config.model, r.messages, params, r.template_version, 0): r for r in requests}
+    by_key = {request_key(config.model, r.messages, _params(config, r), r.template_version, 0): r for r in requests}
     report = BatchReport()
     missing = {k for k in by_key if cache.get(k) is None}
     report.cached = len(by_key) - len(missing)
@@ -105,7 +112,7 @@ def run_batch(
             missing -= set(keys)
     if missing:
         keys = sorted(missing)
-        payload = "\n".join(_line(k, config, by_key[k].messages) for k in keys).encode("utf-8")
+        payload = "\n".join(_line(k, config, by_key[k]) for k in keys).encode("utf-8")
         uploaded = client.files.create(file=("rad3d_batch.jsonl", io.BytesIO(payload)), purpose="batch")
         batch = client.batches.create(
             input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"

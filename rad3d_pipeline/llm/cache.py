@@ -44,6 +44,7 @@ class CachedReply:
     prompt_tokens: int
     completion_tokens: int
     created: float
+    finish_reason: str = "stop"  # "length": cut at max_tokens (a reject, asked again)
 
 
 _SCHEMA = """
@@ -54,7 +55,8 @@ CREATE TABLE IF NOT EXISTS replies (
     prompt_tokens INTEGER NOT NULL,
     completion_tokens INTEGER NOT NULL,
     request TEXT NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    finish_reason TEXT NOT NULL DEFAULT 'stop'
 );
 CREATE TABLE IF NOT EXISTS batches (
     batch_id TEXT PRIMARY KEY,
@@ -75,6 +77,13 @@ class ResponseCache:
         self._local = threading.local()
         with self._connect() as conn:
             conn.executescript(_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(replies)")}
+            if "finish_reason" not in columns:  # a cache written before finish reasons were kept
+                try:
+                    conn.execute("ALTER TABLE replies ADD COLUMN finish_reason TEXT NOT NULL DEFAULT 'stop'")
+                except sqlite3.OperationalError as exc:  # another process added it first
+                    if "duplicate column" not in str(exc):
+                        raise
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -89,11 +98,13 @@ class ResponseCache:
     def get(self, key: str) -> CachedReply | None:
         with self._connect() as conn:
             row = conn.execute(
-                "SELECT key, text, model, prompt_tokens, completion_tokens, created FROM replies WHERE key = ?", (key,)
+                "SELECT key, text, model, prompt_tokens, completion_tokens, created, finish_reason FROM replies "
+                "WHERE key = ?",
+                (key,),
             ).fetchone()
         if row is None:
             return None
-        return CachedReply(row[0], row[1], row[2], int(row[3]), int(row[4]), float(row[5]))
+        return CachedReply(row[0], row[1], row[2], int(row[3]), int(row[4]), float(row[5]), str(row[6] or "stop"))
 
     def put(
         self,
@@ -104,11 +115,13 @@ class ResponseCache:
         request: dict[str, Any],
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
+        finish_reason: str = "stop",
     ) -> None:
         """Store a reply (durably, before the caller parses it). An existing key is kept."""
         with self._connect() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO replies VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO replies (key, model, text, prompt_tokens, completion_tokens, request, created, "
+                "finish_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     key,
                     model,
@@ -117,6 +130,7 @@ class ResponseCache:
                     completion_tokens,
                     json.dumps(request, sort_keys=True, ensure_ascii=False),
                     time.time(),
+                    finish_reason or "stop",
                 ),
             )
 
