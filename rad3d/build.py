@@ -32,6 +32,48 @@ class BuildError(Exception):
     """A run of the build failed; the message names the asset and partitions."""
 
 
+class PlannedDynamicPartitions:
+    """A read-only dynamic partitions store for planning before the instance exists.
+
+    ``rad3d build`` plans (and refuses bad arguments) before anything is written; the keys the build
+    will add to the instance (the models) are known then, so the planner resolves them from here.
+    """
+
+    def __init__(self, keys: dict[str, Sequence[str]]) -> None:
+        self.keys = {name: list(dict.fromkeys(values)) for name, values in keys.items()}
+
+    def get_dynamic_partitions(self, partitions_def_name: str) -> Sequence[str]:
+        return list(self.keys.get(partitions_def_name, []))
+
+    def has_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> bool:
+        return partition_key in self.keys.get(partitions_def_name, [])
+
+    def get_existing_dynamic_partitions(self, partitions_def_name: str, partition_keys: Sequence[str]) -> set[str]:
+        return set(self.keys.get(partitions_def_name, [])) & set(partition_keys)
+
+    def get_paginated_dynamic_partitions(
+        self, partitions_def_name: str, limit: int, ascending: bool, cursor: str | None = None
+    ) -> Any:
+        raise NotImplementedError("PlannedDynamicPartitions: pagination is not needed for planning")
+
+    def get_dynamic_partitions_definition_id(self, partitions_def_name: str) -> str:
+        import hashlib
+
+        return hashlib.sha1("|".join(self.keys.get(partitions_def_name, [])).encode()).hexdigest()
+
+
+def add_dynamic_partitions(instance: DagsterInstance, store: PlannedDynamicPartitions) -> dict[str, list[str]]:
+    """Add the planned dynamic partition keys the instance does not have yet; returns what was added."""
+    added: dict[str, list[str]] = {}
+    for name, keys in store.keys.items():
+        have = set(instance.get_dynamic_partitions(name))
+        new = [k for k in keys if k not in have]
+        if new:
+            instance.add_dynamic_partitions(name, new)
+            added[name] = new
+    return added
+
+
 @dataclass
 class PlannedRun:
     """One run: assets sharing a partitions definition, over one partition range.
@@ -75,7 +117,9 @@ def resolve_selection(defs: Definitions, select: str | None) -> set[AssetKey]:
     return set(keys)
 
 
-def partition_filter(defs: Definitions, selected: set[AssetKey], spec: str) -> Callable[[AssetKey, str], bool]:
+def partition_filter(
+    defs: Definitions, selected: set[AssetKey], spec: str, dynamic_partitions_store: Any = None
+) -> Callable[[AssetKey, str], bool]:
     """``--partitions``: comma-separated partition keys or ``start...end`` ranges (Dagster's range syntax).
 
     An item names whole keys or one dimension's keys (``00...03`` the shards 00 to 03, ``prior`` a
@@ -89,9 +133,13 @@ def partition_filter(defs: Definitions, selected: set[AssetKey], spec: str) -> C
         pdef = graph.get(key).partitions_def
         if pdef is None:
             continue
-        spaces[key] = [list(pdef.get_partition_keys())]
+        store = dynamic_partitions_store
+        spaces[key] = [list(pdef.get_partition_keys(dynamic_partitions_store=store))]
         if isinstance(pdef, MultiPartitionsDefinition):
-            spaces[key] += [list(dim.partitions_def.get_partition_keys()) for dim in pdef.partitions_defs]
+            spaces[key] += [
+                list(dim.partitions_def.get_partition_keys(dynamic_partitions_store=store))
+                for dim in pdef.partitions_defs
+            ]
     every_space = [space for asset_spaces in spaces.values() for space in asset_spaces]
     wanted: set[str] = set()
     for item in (part.strip() for part in spec.split(",")):
@@ -139,9 +187,15 @@ def _contiguous_runs(all_keys: Sequence[str], wanted: set[str]) -> list[list[str
 
 
 def plan_runs(
-    defs: Definitions, selected: set[AssetKey], partition_filter: Callable[[AssetKey, str], bool] | None = None
+    defs: Definitions,
+    selected: set[AssetKey],
+    partition_filter: Callable[[AssetKey, str], bool] | None = None,
+    dynamic_partitions_store: Any = None,
 ) -> list[PlannedRun]:
-    """Consecutive assets (in topological order) with the same partitions share a run."""
+    """Consecutive assets (in topological order) with the same partitions share a run.
+
+    Dynamic partitions (the models) resolve in ``dynamic_partitions_store``; without one they have no key.
+    """
     graph = defs.resolve_asset_graph()
     plan: list[PlannedRun] = []
     for level in graph.toposorted_asset_keys_by_level:
@@ -158,7 +212,9 @@ def plan_runs(
             if pdef is None:
                 plan.append(PlannedRun(keys, None))
                 continue
-            all_keys = list(pdef.get_partition_keys())
+            all_keys = list(pdef.get_partition_keys(dynamic_partitions_store=dynamic_partitions_store))
+            if not all_keys:
+                continue  # e.g. no model registered: nothing to run
             wanted = {p for p in all_keys if all(partition_filter is None or partition_filter(k, p) for k in keys)}
             if isinstance(pdef, MultiPartitionsDefinition):
                 plan.extend(_rectangles(keys, pdef, all_keys, wanted))
@@ -253,7 +309,8 @@ class StepFailure:
 
     def line(self) -> str:
         where = f"{self.asset} [{self.partitions}]" if self.partitions else self.asset
-        return f"{where}: {self.reason}"
+        reason = self.reason.removeprefix(f"{self.asset}: ")  # a stage's own message may name it already
+        return f"{where}: {reason}"
 
 
 @dataclass

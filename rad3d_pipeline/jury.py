@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from rad3d_pipeline.closed_choice import parse_choice
+from rad3d_pipeline.errors import LlmStageError
 from rad3d_pipeline.llm.client import Accounting, LlmClient, Outcome, run_all
 from rad3d_pipeline.llm.parsers import ParseError, clean_reply
 from rad3d_pipeline.text_metrics import normalize_answer
@@ -146,6 +147,8 @@ class Jury:
             asked = [t for t in triples if t[2].strip()]
             outcomes: list[Outcome[bool]] = run_all(jobs, [client])
             self.accounting.add(client.accounting)
+            if client.fatal:  # the judge's endpoint refused everything: no verdicts, so no number
+                raise LlmStageError(f"LLM jury, judge {name}: {client.fatal}")
             verdicts: dict[tuple[str, str, str, str], bool | None] = dict.fromkeys(triples, False)
             verdicts.update({t: o.value for t, o in zip(asked, outcomes, strict=True)})
             by_judge[name] = verdicts

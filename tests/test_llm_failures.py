@@ -258,3 +258,31 @@ def test_paper_format_build_equals_the_json_build(fixtures: Path, tmp_path: Path
     pd.testing.assert_frame_equal(releases["paper"], releases["json"])
     rejects = list((tmp_path / "paper" / "llm" / "rejects").rglob("*.parquet"))
     assert sum(len(pd.read_parquet(p)) for p in rejects) == 0  # every paper-format reply parsed first time
+
+
+def test_a_model_s_lost_answer_stops_instead_of_scoring_as_wrong(tmp_path: Path) -> None:
+    """An OpenAI-compatible model whose requests fail for good: no empty prediction is scored; one line says why."""
+    from rad3d_pipeline.llm.cache import ResponseCache
+    from rad3d_pipeline.llm.client import EndpointConfig, LlmClient
+    from rad3d_pipeline.models.base import PredictionItem
+    from rad3d_pipeline.models.openai_vlm import OpenAIVLMAdapter
+
+    item = PredictionItem(
+        volume_name="valid_1_a_1.nii.gz",
+        task=1,
+        subtask=1,
+        subtask_name="Anatomical_observation",
+        question="Is there a nodule?",
+        answer="yes",
+        question_type="Open",
+    )
+    with LocalLlmServer(Faults(permanent_rate=1.0)) as server:
+        config = EndpointConfig(model="qwen-vl", base_url=server.base_url, api_key="k", max_attempts=2)
+        adapter = OpenAIVLMAdapter(LlmClient(config, ResponseCache(tmp_path / "c.sqlite")), text_only=True)
+        with pytest.raises(LlmStageError, match=r"model .*: 1 of 1 requests of a batch got no answer"):
+            adapter.predict([item])
+    with LocalLlmServer(known_models={"other"}) as server:  # 404: the model is not served there
+        config = EndpointConfig(model="qwen-vl", base_url=server.base_url, api_key="k")
+        adapter = OpenAIVLMAdapter(LlmClient(config, ResponseCache(tmp_path / "d.sqlite")), text_only=True)
+        with pytest.raises(LlmStageError, match="404"):
+            adapter.predict([item])

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from rad3d_pipeline.errors import LlmStageError
 from rad3d_pipeline.llm.client import LlmClient, run_all
 from rad3d_pipeline.llm.parsers import ParseError, clean_reply
 from rad3d_pipeline.models.base import ALL_TASKS, PredictionItem, format_3drad_prompt
@@ -102,4 +103,13 @@ class OpenAIVLMAdapter:
             for item in items
         ]
         outcomes = run_all(jobs, [self.client])
-        return [o.value if o.value is not None else "" for o in outcomes]
+        if self.client.fatal:
+            raise LlmStageError(f"model {self.name}: {self.client.fatal}")
+        failed = [o for o in outcomes if o.value is None]
+        if failed:
+            # A lost answer must not score as a wrong one: stop; finished batches are kept, a rerun asks again.
+            raise LlmStageError(
+                f"model {self.name}: {len(failed)} of {len(outcomes)} requests of a batch got no answer "
+                f"(last: {failed[-1].error}); rerun to ask only for these"
+            )
+        return [str(o.value) for o in outcomes]
