@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,25 @@ def print_volumes_summary(out: Path) -> None:
         print(f"Quarantined volumes: {bad} (see {quarantine.resolve()})")
 
 
+def print_crosscheck(out: Path) -> None:
+    """Per split: volumes with a report but no label row and the reverse (a cut-off file shows here)."""
+    path = out / "quarantine" / "crosscheck.json"
+    try:
+        counts = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    for split, entry in sorted(counts.items()):
+        if entry.get("skipped"):
+            print(f"Labels against reports, {split}: not compared ({entry['skipped']})")
+            continue
+        gaps = int(entry.get("reports_without_labels") or 0), int(entry.get("labels_without_reports") or 0)
+        if any(gaps):
+            print(
+                f"Labels against reports, {split}: {gaps[0]:,} volume(s) with a report but no labels, "
+                f"{gaps[1]:,} with labels but no report (see {path.resolve()})"
+            )
+
+
 def print_summary(out: Path) -> None:
     export = out / "tables" / "release_export" / "all.parquet"
     if export.exists():
@@ -48,10 +68,12 @@ def print_summary(out: Path) -> None:
             subtasks = group.groupby(["Subtask", "subtask_name"]).size()
             parts = ", ".join(f"{name}={n}" for (_, name), n in subtasks.items())
             print(f"  {split} Task {task}: {len(group)} rows ({parts})")
-        print(f"\nRelease written to {(out / RELEASE_FOLDER).resolve()}")
+        written = time.strftime("%Y-%m-%d %H:%M", time.localtime(export.stat().st_mtime))
+        print(f"\nRelease ({written}) in {(out / RELEASE_FOLDER).resolve()}")
     quarantine_dir = out / "quarantine"
     files = sorted(quarantine_dir.glob("*.csv")) if quarantine_dir.exists() else []
-    counts = {f.name: max(0, sum(1 for _ in f.open()) - 1) for f in files}
+    # Records, not lines: a quarantined report keeps its raw multi-line text.
+    counts = {f.name: len(pd.read_csv(f, dtype=str, keep_default_na=False)) for f in files}
     total = sum(counts.values())
     print(
         f"Quarantined input rows: {total}"
@@ -59,6 +81,7 @@ def print_summary(out: Path) -> None:
     )
     if total:
         print(f"  see {quarantine_dir.resolve()}")
+    print_crosscheck(out)
     print_volumes_summary(out)
     accounting = accounting_summary(out)
     if accounting:

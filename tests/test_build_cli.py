@@ -264,3 +264,30 @@ def test_a_failed_blocking_check_stops_what_is_downstream() -> None:
     [failure] = report.failures
     assert failure.line() == "upstream: blocking check one_split failed (violations=2)"
     assert any("downstream [x]: not run (upstream upstream failed)" in line for line in lines)
+
+
+def test_summary_counts_records_and_shows_the_label_report_gap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Quarantine counts are records (a raw report spans lines); the cross-check's gaps are printed per split."""
+    import json
+
+    from rad3d.summary import print_summary
+
+    out = tmp_path / "out"
+    (out / "quarantine").mkdir(parents=True)
+    pd.DataFrame({"source": ["r.csv", "r.csv"], "line": [3, 9], "raw": ["first line\nsecond line\nthird", "x"]}).to_csv(
+        out / "quarantine" / "ctrate_reports.csv", index=False
+    )
+    crosscheck = {
+        "valid": {"reports_without_labels": 2, "labels_without_reports": 0},
+        "train": {"skipped": "train_predicted_labels.csv: file not found"},
+    }
+    (out / "quarantine" / "crosscheck.json").write_text(json.dumps(crosscheck))
+    print_summary(out)
+    printed = capsys.readouterr().out
+    assert "Quarantined input rows: 2 (ctrate_reports.csv: 2)" in printed
+    assert (
+        "Labels against reports, valid: 2 volume(s) with a report but no labels, 0 with labels but no report" in printed
+    )
+    assert "Labels against reports, train: not compared (train_predicted_labels.csv: file not found)" in printed

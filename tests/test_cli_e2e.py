@@ -34,7 +34,7 @@ def test_sample_data_then_build(tmp_path: Path, cli_env: dict[str, str]) -> None
     out = tmp_path / "out"
     built = run_cli("build", "--ctrate-root", str(sample), "--out", str(out), env=cli_env)
     assert built.returncode == 0, built.stdout + built.stderr
-    assert "Release written to" in built.stdout
+    assert "Release (" in built.stdout and ") in " in built.stdout
     assert "test Task 4:" in built.stdout and "train Task 6:" in built.stdout
     for split in ("test", "train", "train_1pct", "train_10pct"):
         assert (out / "3DRAD" / split / "Task4_Existence_Detection").is_dir(), split
