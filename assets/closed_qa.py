@@ -3,7 +3,15 @@
 from collections.abc import Iterator
 
 import pandas as pd
-from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Output, asset
+from dagster import (
+    AllPartitionMapping,
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    Output,
+    asset,
+)
 
 from assets.metadata import table_metadata
 from assets.partitions import closed_task_partitions, single_run
@@ -31,6 +39,8 @@ def temporal_sequences(ctrate_labels: pd.DataFrame) -> Output[pd.DataFrame]:
     code_version="1",
     partitions_def=closed_task_partitions,
     backfill_policy=single_run,
+    # Every task partition reads the labels of every patient shard.
+    ins={"ctrate_labels": AssetIn(partition_mapping=AllPartitionMapping())},
     check_specs=[
         AssetCheckSpec(
             "task4_18_rows_per_volume",

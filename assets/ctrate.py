@@ -1,4 +1,8 @@
-"""CT-RATE ingestion: validated label and report tables, and the patients table.
+"""CT-RATE ingestion: validated label, report and metadata tables per patient shard, and the patients table.
+
+The three tables are partitioned by patient shard like their observable sources (one run reads a
+file once and writes every shard of the range), so a changed shard is stale alone and rebuilds
+only its partitions downstream; assets that need every shard read all partitions.
 
 Each asset reads only its own file: Tasks 4-6 need the labels alone, the sentences the
 reports alone, so a missing or unreadable file fails only the assets that read it (with one
@@ -25,12 +29,21 @@ from dagster import (
 )
 
 from assets.metadata import table_metadata, write_quarantine
+from assets.partitions import shard_partitions, single_run
 from rad3d_pipeline.ctrate import LoadResult
-from rad3d_pipeline.patients import build_patients
+from rad3d_pipeline.patients import build_patients, shard_column
 from resources.ctrate_source import CtrateSource
 from resources.settings import Rad3dSettings
 
 GROUP = "ctrate"
+
+
+def by_shard(table: pd.DataFrame, shards: list[str], n_shards: int) -> dict[str, pd.DataFrame]:
+    """The rows of each of ``shards`` (all of a patient's rows in its shard), in file order."""
+    if table.empty:
+        return {shard: table.copy() for shard in shards}
+    column = shard_column(table["patient_id"], n_shards)
+    return {shard: table.loc[column == shard].reset_index(drop=True) for shard in shards}
 
 
 def _load(
@@ -38,9 +51,15 @@ def _load(
     name: str,
     loaded: LoadResult,
     settings: Rad3dSettings,
-) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
+) -> Iterator[Output[dict[str, pd.DataFrame]] | AssetCheckResult]:
     result_table, quarantine = loaded.table, loaded.quarantine
-    meta = {**table_metadata(result_table), **write_quarantine(quarantine, settings.quarantine_path(name))}
+    parts = by_shard(result_table, list(context.partition_keys), settings.n_shards)
+    # The run's figures (the whole file); each shard's own row count comes from the IO manager.
+    meta = {
+        "rows_in_file": MetadataValue.int(len(result_table)),
+        "rows_in_these_shards": MetadataValue.int(sum(len(p) for p in parts.values())),
+        **write_quarantine(quarantine, settings.quarantine_path(name)),
+    }
     meta["splits"] = ", ".join(settings.split_tuple())
     meta["identical_duplicates_collapsed"] = MetadataValue.int(loaded.counts.get("identical_duplicates_collapsed", 0))
     if len(quarantine):
@@ -50,7 +69,7 @@ def _load(
     for row in quarantine.head(20).itertuples(index=False):
         span = f"-{row.line + row.lines - 1:,}" if row.lines > 1 else ""
         context.log.warning(f"quarantined {row.source} line {row.line:,}{span} ({row.VolumeName}): {row.reason}")
-    yield Output(result_table, metadata=meta)
+    yield Output(parts, metadata=meta)
     yield AssetCheckResult(
         check_name="no_quarantined_rows",
         passed=quarantine.empty,
@@ -93,7 +112,9 @@ def _crosscheck_result(
 
 @asset(
     group_name=GROUP,
-    code_version="2",
+    code_version="3",
+    partitions_def=shard_partitions,
+    backfill_policy=single_run,
     check_specs=[
         AssetCheckSpec(
             "no_quarantined_rows",
@@ -113,7 +134,7 @@ def _crosscheck_result(
 )
 def ctrate_labels(
     context: AssetExecutionContext, ctrate: CtrateSource, settings: Rad3dSettings
-) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
+) -> Iterator[Output[dict[str, pd.DataFrame]] | AssetCheckResult]:
     loaded = ctrate.labels(settings.split_tuple())
     yield from _load(context, "ctrate_labels", loaded, settings)
     yield _crosscheck_result(context, ctrate.crosscheck(settings.split_tuple()), crosscheck_path(settings))
@@ -121,7 +142,9 @@ def ctrate_labels(
 
 @asset(
     group_name=GROUP,
-    code_version="2",
+    code_version="3",
+    partitions_def=shard_partitions,
+    backfill_policy=single_run,
     check_specs=[
         AssetCheckSpec(
             "no_quarantined_rows",
@@ -135,7 +158,7 @@ def ctrate_labels(
 )
 def ctrate_reports(
     context: AssetExecutionContext, ctrate: CtrateSource, settings: Rad3dSettings
-) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
+) -> Iterator[Output[dict[str, pd.DataFrame]] | AssetCheckResult]:
     loaded = ctrate.reports(settings.split_tuple())
     yield from _load(context, "ctrate_reports", loaded, settings)
 
@@ -169,7 +192,9 @@ def patients(ctrate_labels: pd.DataFrame, settings: Rad3dSettings) -> Iterator[O
 
 @asset(
     group_name=GROUP,
-    code_version="2",
+    code_version="3",
+    partitions_def=shard_partitions,
+    backfill_policy=single_run,
     check_specs=[
         AssetCheckSpec(
             "no_quarantined_rows",
@@ -182,6 +207,6 @@ def patients(ctrate_labels: pd.DataFrame, settings: Rad3dSettings) -> Iterator[O
 )
 def ctrate_metadata(
     context: AssetExecutionContext, ctrate: CtrateSource, settings: Rad3dSettings
-) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
+) -> Iterator[Output[dict[str, pd.DataFrame]] | AssetCheckResult]:
     loaded = ctrate.metadata(settings.split_tuple())
     yield from _load(context, "ctrate_metadata", loaded, settings)

@@ -12,16 +12,19 @@ from dagster import AssetKey, DagsterInstance, materialize
 from rad3d.build import plan_runs, resolve_selection, root_cause
 from rad3d.definitions import build_definitions
 from resources.parquet_io import table_dir
+from tests.dagster_runs import SHARD_RANGE
 
 warnings.filterwarnings("ignore", module="dagster")
 
 
 def _materialize(defs, selection, tags=None):  # type: ignore[no-untyped-def]
+    """The ingest assets are shard-partitioned: their runs cover every shard, as rad3d build's do."""
+    shard_tags = SHARD_RANGE if any(name.startswith("ctrate_") for name in selection) else {}
     return materialize(
         list(defs.assets),
         resources=dict(defs.resources),
         selection=selection,
-        tags=tags or {},
+        tags=tags or shard_tags,
         instance=DagsterInstance.ephemeral(),
         raise_on_error=False,
     )

@@ -376,13 +376,14 @@ def _materialize(root: Path, out: Path, selection: list[str], tags: dict[str, st
     from dagster import DagsterInstance, materialize
 
     from rad3d.definitions import build_definitions
+    from tests.dagster_runs import SHARD_RANGE
 
     defs = build_definitions(ctrate_root=str(root), out_dir=str(out), splits="valid")
     return materialize(
         list(defs.assets),
         resources=dict(defs.resources),
         selection=selection,
-        tags=tags or {},
+        tags=tags or SHARD_RANGE,  # the ingest assets are shard-partitioned
         instance=DagsterInstance.ephemeral(),
         raise_on_error=False,
     )

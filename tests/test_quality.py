@@ -166,8 +166,10 @@ def test_four_judges_on_the_local_endpoint(fixtures: Path, tmp_path: Path) -> No
     assets, resources = list(defs.assets), dict(defs.resources)
     resources["llm"] = LlmResource(backend="rules")
     tags = {"dagster/asset_partition_range_start": "00|1", "dagster/asset_partition_range_end": "15|3"}
-    assert materialize(assets, resources=resources, selection=["ctrate_reports"], instance=instance).success
     sentences = {"dagster/asset_partition_range_start": "00", "dagster/asset_partition_range_end": "15"}
+    assert materialize(
+        assets, resources=resources, selection=["ctrate_reports"], tags=sentences, instance=instance
+    ).success
     assert materialize(
         assets, resources=resources, selection=["report_sentences"], tags=sentences, instance=instance
     ).success
