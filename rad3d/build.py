@@ -62,6 +62,16 @@ class PlannedDynamicPartitions:
         return hashlib.sha1("|".join(self.keys.get(partitions_def_name, [])).encode()).hexdigest()
 
 
+def configured_dynamic_partitions(defs: Definitions) -> PlannedDynamicPartitions:
+    """The dynamic partition keys the definitions' resources define (``ModelsResource.dynamic_partitions()``)."""
+    keys: dict[str, Sequence[str]] = {}
+    for resource in dict(defs.resources or {}).values():
+        method = getattr(resource, "dynamic_partitions", None)
+        if callable(method):
+            keys.update(method())
+    return PlannedDynamicPartitions(keys)
+
+
 def add_dynamic_partitions(instance: DagsterInstance, store: PlannedDynamicPartitions) -> dict[str, list[str]]:
     """Add the planned dynamic partition keys the instance does not have yet; returns what was added."""
     added: dict[str, list[str]] = {}
@@ -133,7 +143,7 @@ def partition_filter(
         pdef = graph.get(key).partitions_def
         if pdef is None:
             continue
-        store = dynamic_partitions_store
+        store = dynamic_partitions_store or configured_dynamic_partitions(defs)
         spaces[key] = [list(pdef.get_partition_keys(dynamic_partitions_store=store))]
         if isinstance(pdef, MultiPartitionsDefinition):
             spaces[key] += [
@@ -194,9 +204,12 @@ def plan_runs(
 ) -> list[PlannedRun]:
     """Consecutive assets (in topological order) with the same partitions share a run.
 
-    Dynamic partitions (the models) resolve in ``dynamic_partitions_store``; without one they have no key.
+    Dynamic partitions (the models) resolve in ``dynamic_partitions_store`` (an instance or a
+    :class:`PlannedDynamicPartitions`); without one, in the keys the definitions' resources define.
     """
     graph = defs.resolve_asset_graph()
+    if dynamic_partitions_store is None:
+        dynamic_partitions_store = configured_dynamic_partitions(defs)
     plan: list[PlannedRun] = []
     for level in graph.toposorted_asset_keys_by_level:
         by_partitions: dict[int, list[AssetKey]] = {}

@@ -89,7 +89,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     from rad3d.build import (
         BuildError,
+        add_dynamic_partitions,
         add_missing_upstream,
+        configured_dynamic_partitions,
         execute_plan,
         observe_sources,
         partition_filter,
@@ -111,8 +113,11 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise UsageError(f"--select {select!r}: {exc}") from None
     added = add_missing_upstream(defs, selected, out)
     check_ctrate_root(Path(args.ctrate_root), args.split, {k.to_user_string() for k in selected})
+    # The models (configured, and registered under --out by `rad3d eval`) are dynamic partitions: planned
+    # from here, added to the instance once it exists.
+    models = configured_dynamic_partitions(defs)
     try:
-        in_range = partition_filter(defs, selected, args.partitions) if args.partitions else None
+        in_range = partition_filter(defs, selected, args.partitions, models) if args.partitions else None
     except BuildError as exc:
         raise UsageError(str(exc)) from None
 
@@ -125,7 +130,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         task = partition.split("|")[-1]  # task x shard keys read "<shard>|<task>"
         return task in tasks
 
-    plan = plan_runs(defs, selected, keep)
+    plan = plan_runs(defs, selected, keep, models)
 
     # Checks passed: from here on the build writes.
     from assets.partitions import shard_partitions
@@ -138,6 +143,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         show_progress()
     with build_lock(out, " ".join(sys.argv)):
         instance = get_instance(out)
+        add_dynamic_partitions(instance, models)
         write_build_record(
             out,
             ctrate_root=Path(args.ctrate_root).expanduser().absolute(),
@@ -146,7 +152,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             llm=args.llm,
             dagster_home=Path(os.environ["DAGSTER_HOME"]),
         )
-        moved = move_stale_partition_tables(defs, out, shard_partitions)
+        moved = move_stale_partition_tables(defs, out, shard_partitions, models)
         if moved:
             print(f"Moved {len(moved)} table(s) of shards that no longer exist to {moved[0].parents[2]}")
         print(f"rad3d build: {len(plan)} run(s), DAGSTER_HOME={os.environ['DAGSTER_HOME']}")
@@ -326,9 +332,10 @@ def make_parser() -> argparse.ArgumentParser:
     imp.add_argument("--min-mean", type=float, default=3.0, help="score filter: mean at least")
     imp.set_defaults(func=cmd_review_import)
 
-    from rad3d import evaluate_command
+    from rad3d import eval_command, evaluate_command
 
     evaluate_command.add_parser(sub)
+    eval_command.add_parser(sub)
     from rad3d import ops_command
 
     ops_command.add_parser(sub)

@@ -89,6 +89,12 @@ def build_definitions(
         jury_judges=os.environ.get("RAD3D_JURY", ""),
         alignscore_ckpt=os.environ.get("RAD3D_ALIGNSCORE_CKPT") or None,
         metric_workers=int(os.environ.get("RAD3D_METRIC_WORKERS", "1")),
+        label_classifier=os.environ.get("RAD3D_LABEL_CLASSIFIER") or None,
+        ratescore_ner=os.environ.get("RAD3D_RATESCORE_NER") or None,
+        ratescore_encoder=os.environ.get("RAD3D_RATESCORE_ENCODER") or None,
+        radgraph_dir=os.environ.get("RAD3D_RADGRAPH_DIR") or None,
+        radgraph_model_type=os.environ.get("RAD3D_RADGRAPH_MODEL_TYPE", "radgraph-xl"),
+        green_judge=os.environ.get("RAD3D_GREEN_JUDGE", "0").strip().lower() in {"1", "true", "yes", "on"},
     )
     volume_settings = volume_settings_from_env()
     table_assets = with_automation(
@@ -107,7 +113,7 @@ def build_definitions(
             "ctrate": CtrateSource(root=ctrate_root or default_ctrate_root(out)),
             "io_manager": PartitionedParquetIOManager(base_dir=out),
             "llm": llm_resource(llm_backend),
-            "models": ModelsResource(names=env_models(), models_file=env_models_file()),
+            "models": ModelsResource(names=env_models(), models_file=env_models_file(), registry_dir=str(out)),
             "volume_settings": volume_settings,
         },
     )

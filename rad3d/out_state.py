@@ -10,6 +10,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from dagster import Definitions, MultiPartitionsDefinition, PartitionsDefinition
 
@@ -59,12 +60,14 @@ def _has_dimension(pdef: PartitionsDefinition, dimension: PartitionsDefinition) 
     return False
 
 
-def move_stale_partition_tables(defs: Definitions, out: Path, dimension: PartitionsDefinition) -> list[Path]:
+def move_stale_partition_tables(
+    defs: Definitions, out: Path, dimension: PartitionsDefinition, dynamic_partitions_store: Any = None
+) -> list[Path]:
     """Move aside the tables of partitions that no longer exist (after a change of the shard count).
 
     For every asset whose partitions include ``dimension``, a ``<out>/tables/<asset>/<key>.parquet``
     whose key is not a partition of the asset now goes to ``<out>/stale/<time>/tables/<asset>/``.
-    Returns the new paths of the moved files.
+    Returns the new paths of the moved files. Dynamic dimensions resolve in ``dynamic_partitions_store``.
     """
     graph = defs.resolve_asset_graph()
     moved: list[Path] = []
@@ -76,7 +79,7 @@ def move_stale_partition_tables(defs: Definitions, out: Path, dimension: Partiti
         folder = out / "tables" / key.path[-1]
         if not folder.is_dir():
             continue
-        current = set(pdef.get_partition_keys())
+        current = set(pdef.get_partition_keys(dynamic_partitions_store=dynamic_partitions_store))
         for file in sorted(folder.glob("*.parquet")):
             if file.stem in current:
                 continue

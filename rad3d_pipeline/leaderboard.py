@@ -40,10 +40,22 @@ import pandas as pd
 from rad3d_pipeline.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Uncertainty, uncertainty
 from rad3d_pipeline.closed_choice import m3d_correct
 from rad3d_pipeline.metrics import REQUIRED_COLUMNS, EngineOptions, sample_scores, task_summary
-from rad3d_pipeline.text_metrics import exact_match
+from rad3d_pipeline.models.registry import LIMIT_SUFFIX
+from rad3d_pipeline.text_metrics import exact_match, normalize_answer
 
-OPEN_COLUMNS = (("bleu", "BLEU"), ("rouge1", "ROUGE"), ("meteor", "METEOR"), ("bertscore_f1", "BERTScore"))
-CLOSED_COLUMNS = (("accuracy", "Acc"),)
+# Beside each figure that reproduces a quirk of 3D-RAD's script, its strict figure (metrics.STRICT_METRICS):
+# open, an empty prediction scores 0 instead of being skipped; closed, a reply naming several letters is wrong.
+OPEN_COLUMNS = (
+    ("bleu", "BLEU"),
+    ("rouge1", "ROUGE"),
+    ("meteor", "METEOR"),
+    ("bertscore_f1", "BERTScore"),
+    ("bleu_strict", "BLEU strict"),
+    ("rouge1_strict", "ROUGE strict"),
+    ("meteor_strict", "METEOR strict"),
+    ("bertscore_f1_strict", "BERTScore strict"),
+)
+CLOSED_COLUMNS = (("accuracy", "Acc"), ("accuracy_strict", "Acc strict"))
 TASK_NAMES = {
     1: "Image Observation",
     2: "Anomaly Detection",
@@ -102,14 +114,17 @@ def subtask_table(metric_table: pd.DataFrame) -> pd.DataFrame:
 
 
 def row_correct(predictions: pd.DataFrame) -> pd.Series:
-    """Per-row correctness: closed by 3D-RAD's letter rule; open by exact match (lowercase, no punctuation)."""
+    """Per-row correctness: closed by 3D-RAD's letter rule; open by exact match (lowercase, no punctuation).
+
+    An empty prediction (nothing left after normalisation) is never correct, whatever the reference.
+    """
     preds = predictions["prediction"].fillna("").astype(str)
     closed = predictions["QuestionType"].astype(str) == "Close"
     letters = (
         predictions["AnswerChoice"].astype(str) if "AnswerChoice" in predictions else pd.Series("", predictions.index)
     )
     values = [
-        m3d_correct(p, letter) if c else exact_match(p, a)
+        bool(normalize_answer(p)) and (m3d_correct(p, letter) if c else exact_match(p, a))
         for p, a, c, letter in zip(preds, predictions["Answer"].astype(str), closed, letters, strict=True)
     ]
     return pd.Series(values, index=predictions.index, dtype=bool)
@@ -373,7 +388,7 @@ def _markdown(frame: pd.DataFrame, index: bool = True) -> str:
     return frame.to_markdown(index=index, floatfmt=".2f")
 
 
-INTERVAL_METRICS = ("bleu", "rouge1", "meteor", "bertscore_f1", "accuracy")
+INTERVAL_METRICS = tuple(metric for metric, _ in (*OPEN_COLUMNS, *CLOSED_COLUMNS))
 _LABEL_METRIC = {label: metric for metric, label in (*OPEN_COLUMNS, *CLOSED_COLUMNS)}
 _HEADLINE_METRIC = {"accuracy": "accuracy", "BERTScore F1": "bertscore_f1", "ROUGE-1": "rouge1"}
 
@@ -469,6 +484,34 @@ def _pairwise_markdown(pairs: pd.DataFrame, note: str) -> str:
     return text + (shown.to_markdown(index=False) if len(shown) else "(fewer than two models)") + "\n"
 
 
+CLINICAL_LABELS = {
+    "label_f1_micro": "Label F1 micro",
+    "label_f1_macro": "Label F1 macro",
+    "ratescore": "RaTEScore",
+    "radgraph_f1": "RadGraph F1",
+    "green": "GREEN",
+}
+
+
+def clinical_cells(clinical: pd.DataFrame) -> pd.DataFrame:
+    """Model, Task and one text cell per clinical metric: the value (percent) or its status (``not computed: ...``)."""
+    out = clinical[["model", "Task"]].rename(columns={"model": "Model"}).copy()
+    for metric, label in CLINICAL_LABELS.items():
+        if metric not in clinical:
+            continue
+        status = clinical.get(f"{metric}_status", pd.Series("", index=clinical.index)).fillna("").astype(str)
+        values = clinical[metric].astype(float)
+        out[label] = [
+            f"{100 * v:.1f}" if np.isfinite(v) and (not s or s == "computed") else (s or "not computed")
+            for v, s in zip(values, status, strict=True)
+        ]
+    return out
+
+
+def clinical_markdown(clinical: pd.DataFrame) -> str:
+    return clinical_cells(clinical).to_markdown(index=False)
+
+
 def write_leaderboard(
     metric_table: pd.DataFrame,
     predictions: pd.DataFrame,
@@ -479,12 +522,15 @@ def write_leaderboard(
     resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     confidence: float = DEFAULT_CONFIDENCE,
+    clinical: pd.DataFrame | None = None,
 ) -> LeaderboardFiles:
     """Write every leaderboard file under ``folder`` (see the module docstring).
 
     ``scores``: per-question scores of ``predictions`` (same index, :func:`rad3d_pipeline.metrics.sample_scores`)
     for the intervals; None scores the predictions here without BERTScore. ``resamples=0`` leaves the
-    intervals and the pairwise tables out.
+    intervals and the pairwise tables out. ``clinical``: :func:`rad3d_pipeline.clinical_metrics.wide_table`
+    rows (model x task, each metric's value and status), written to ``clinical.csv`` and as a section of
+    ``table4.md`` where a metric that was not computed says so (never 0).
     """
     folder.mkdir(parents=True, exist_ok=True)
     result = LeaderboardFiles(folder, table4(metric_table))
@@ -530,7 +576,18 @@ def write_leaderboard(
     else:
         reason = "resamples=0" if resamples <= 0 else "no per-question rows with volume names"
         notes.append(f"no intervals computed ({reason})")
-    save_text("table4.md", shown.to_markdown() + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+    for model in numeric.index:
+        found = LIMIT_SUFFIX.search(str(model))
+        if found:
+            notes.append(
+                f"{model}: the first {found.group(1)} questions per subtask only (rad3d eval --limit), "
+                "not comparable with full runs"
+            )
+    clinical_text = ""
+    if clinical is not None and len(clinical):
+        save_text("clinical.csv", clinical.to_csv(index=False, float_format="%.4f"))
+        clinical_text = "\n## Clinical metrics (open-ended tasks)\n\n" + clinical_markdown(clinical) + "\n"
+    save_text("table4.md", shown.to_markdown() + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n" + clinical_text)
     subtasks = subtask_table(metric_table) if len(metric_table) else pd.DataFrame()
     save_text("subtasks.csv", subtasks.to_csv(index=False, float_format="%.4f"))
     sub_cells = subtask_intervals(subtasks, unc) if len(subtasks) else pd.DataFrame()

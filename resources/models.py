@@ -1,4 +1,9 @@
-"""Models to evaluate, as a resource: names (RAD3D_MODELS) and a YAML file of kinds and options."""
+"""Models to evaluate, as a resource: names (RAD3D_MODELS), a YAML file of kinds and options, and the
+models ``rad3d eval`` registered under the data root (``<out>/models/registry.json``).
+
+The models are the keys of the dynamic partitions ``models`` (:data:`assets.evaluation.model_partitions`):
+``rad3d build`` and ``rad3d eval`` add them to the instance, so the UI shows a new one without a restart.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,11 @@ from rad3d_pipeline.models.baselines import PriorAdapter, RandomAdapter
 from rad3d_pipeline.models.hf_3d_vlm import HF3DVLMAdapter
 from rad3d_pipeline.models.imported import ImportedAdapter
 from rad3d_pipeline.models.openai_vlm import OpenAIVLMAdapter
-from rad3d_pipeline.models.registry import ModelSpec, parse_models
+from rad3d_pipeline.models.registry import ModelSpec, limit_of, parse_models, read_registry
 from resources.llm import LlmResource
+
+# The dynamic partitions the models are (assets.evaluation.model_partitions).
+MODELS_PARTITIONS = "models"
 
 
 class ModelsResource(ConfigurableResource):
@@ -22,15 +30,39 @@ class ModelsResource(ConfigurableResource):
 
     names: str = Field(default="prior,random", description="Comma-separated model names (RAD3D_MODELS).")
     models_file: str | None = Field(default=None, description="YAML file of models with kinds and options.")
+    registry_dir: str | None = Field(
+        default=None, description="Data root whose models/registry.json (written by `rad3d eval`) is consulted too."
+    )
+
+    def configured(self) -> list[ModelSpec]:
+        """The models of RAD3D_MODELS / RAD3D_MODELS_FILE."""
+        return parse_models(self.names, self.models_file)
 
     def specs(self) -> list[ModelSpec]:
-        return parse_models(self.names, self.models_file)
+        """Configured models, then the ones registered under the data root (a configured name wins)."""
+        specs = {s.name: s for s in self.configured()}
+        for spec in read_registry(self.registry_dir):
+            specs.setdefault(spec.name, spec)
+        return list(specs.values())
+
+    def partition_keys(self) -> list[str]:
+        """The keys of the ``models`` dynamic partitions this configuration defines."""
+        return [spec.name for spec in self.specs()]
+
+    def dynamic_partitions(self) -> dict[str, list[str]]:
+        """The dynamic partition keys this resource defines (read by rad3d.build's planner)."""
+        return {MODELS_PARTITIONS: self.partition_keys()}
 
     def spec(self, name: str) -> ModelSpec:
         for spec in self.specs():
             if spec.name == name:
                 return spec
-        raise ValueError(f"model {name!r} is not configured (RAD3D_MODELS / RAD3D_MODELS_FILE)")
+        where = f" or {self.registry_dir}/models/registry.json" if self.registry_dir else ""
+        raise ValueError(f"model {name!r} is not configured (RAD3D_MODELS / RAD3D_MODELS_FILE{where})")
+
+    def limit(self, name: str) -> int | None:
+        """``rad3d eval --limit N``: the first N questions per subtask; None: every question."""
+        return limit_of(self.spec(name))
 
     def adapter(self, name: str, training: pd.DataFrame, llm: LlmResource, out: Path, seed: int) -> ModelAdapter:
         spec = self.spec(name)

@@ -104,6 +104,19 @@ class Rad3dSettings(ConfigurableResource):
     )
     alignscore_ckpt: str | None = Field(default=None, description="AlignScore checkpoint (RAD3D_ALIGNSCORE_CKPT).")
     metric_workers: int = Field(default=1, description="Text-metric processes (RAD3D_METRIC_WORKERS).")
+    # Clinical metrics (clinical_metrics asset; docs/clinical-metrics.md): unset = "not computed", never 0.
+    label_classifier: str | None = Field(
+        default=None, description="Abnormality-label classifier folder (RAD3D_LABEL_CLASSIFIER)."
+    )
+    ratescore_ner: str | None = Field(default=None, description="RaTEScore NER model folder (RAD3D_RATESCORE_NER).")
+    ratescore_encoder: str | None = Field(
+        default=None, description="RaTEScore synonym encoder folder (RAD3D_RATESCORE_ENCODER)."
+    )
+    radgraph_dir: str | None = Field(default=None, description="RadGraph model cache folder (RAD3D_RADGRAPH_DIR).")
+    radgraph_model_type: str = Field(
+        default="radgraph-xl", description="RadGraph model type (RAD3D_RADGRAPH_MODEL_TYPE)."
+    )
+    green_judge: bool = Field(default=False, description="GREEN-style LLM judge on (RAD3D_GREEN_JUDGE=1).")
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         run = context.dagster_run

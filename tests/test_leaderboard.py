@@ -210,3 +210,38 @@ def test_leaderboard_uses_given_scores_for_every_metric(tmp_path: Path, fixtures
         "no interval (no per-question scores reproducing the value) for: Task3 BLEU"
         in files.files["table4.md"].read_text()
     )
+
+
+def test_strict_columns_empty_answers_and_limited_models(tmp_path: Path) -> None:
+    frame = predictions()
+    # "A. B." names both letters: 3D-RAD's rule counts it correct, the strict figure does not.
+    frame.loc[(frame["model"] == "good") & (frame["Subtask"] == 2) & (frame["Task"] == 4), "prediction"] = "A. B."
+    frame["model"] = frame["model"].replace({"bad": "bad-limit1"})
+    table = evaluate_predictions(frame, EngineOptions(bertscore=False))
+    t4 = lb.table4(table)
+    assert t4.loc["good", "Task4 Acc"] == 100.0 and t4.loc["good", "Task4 Acc strict"] == 50.0
+    # The empty Task 3 prediction: skipped by the protocol (NaN), 0 in the strict figure.
+    assert np.isnan(t4.loc["bad-limit1", "Task3 BLEU"]) and t4.loc["bad-limit1", "Task3 BLEU strict"] == 0.0
+    # An empty prediction is never correct, even against an empty reference.
+    empty = frame.iloc[[3]].assign(Answer="", prediction="  ")
+    assert not lb.row_correct(empty).any()
+    clinical = pd.DataFrame(
+        {
+            "model": ["good", "good"],
+            "Task": [1, 3],
+            "ratescore": [0.5, np.nan],
+            "ratescore_status": ["computed", "not computed: ratescore_ner_model is not set"],
+            "green": [np.nan, np.nan],
+            "green_status": ["not computed: green_judge is off"] * 2,
+        }
+    )
+    files = lb.write_leaderboard(table, frame, tmp_path / "lb", clinical=clinical, resamples=50)
+    text = files.files["table4.md"].read_text()
+    assert "Acc strict" in text and "BLEU strict" in text
+    assert "bad-limit1: the first 1 questions per subtask only" in text
+    section = text.split("## Clinical metrics", 1)[1]
+    assert "50.0" in section and "not computed: ratescore_ner_model is not set" in section
+    assert "not computed: green_judge is off" in section and " 0.0 " not in section
+    assert (tmp_path / "lb" / "clinical.csv").is_file()
+    intervals = pd.read_csv(files.files["intervals.csv"])
+    assert {"accuracy_strict", "bleu_strict"} <= set(intervals["metric"])
