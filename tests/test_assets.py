@@ -80,7 +80,7 @@ def test_plan_groups_partition_ranges(fixtures: Path, tmp_path: Path) -> None:
     assert any(d.startswith("release_export") for d in described)
     assert described[-3:] == [
         "predictions [prior|1..random|6]",
-        "metric_tables [prior|1..random|6]",
+        "clinical_metrics, metric_tables [prior|1..random|6]",
         "leaderboard",
     ]
     only5 = plan_runs(defs, {AssetKey("closed_qa")}, lambda key, p: p == "5")

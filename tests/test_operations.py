@@ -167,7 +167,7 @@ def test_run_failure_writes_a_record(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_build_partitions_option_keeps_a_shard_range(tmp_path: Path) -> None:
     """`rad3d build --partitions 00...03`: shard-partitioned work covers 00-03; other partitionings stay whole."""
-    from rad3d.build import BuildError, partition_filter, plan_runs, resolve_selection
+    from rad3d.build import BuildError, configured_dynamic_partitions, partition_filter, plan_runs, resolve_selection
 
     defs = build_definitions(ctrate_root=str(tmp_path / "ct"), out_dir=str(tmp_path / "out"))
     selected = resolve_selection(defs, "key:report_sentences or key:qa_candidates or key:predictions")
@@ -177,8 +177,9 @@ def test_build_partitions_option_keeps_a_shard_range(tmp_path: Path) -> None:
     }
     assert plan["report_sentences"].partition_keys == ["00", "01", "02", "03"]
     assert {key.split("|")[0] for key in plan["qa_candidates"].partition_keys} == {"00", "01", "02", "03"}
+    models = configured_dynamic_partitions(defs)
     assert len(plan["predictions"].partition_keys) == len(
-        defs.get_assets_def("predictions").partitions_def.get_partition_keys()
+        defs.get_assets_def("predictions").partitions_def.get_partition_keys(dynamic_partitions_store=models)
     )
     by_model = plan_runs(defs, selected, partition_filter(defs, selected, "prior"))
     [predictions] = [run for run in by_model if run.describe().startswith("predictions")]
