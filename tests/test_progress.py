@@ -65,5 +65,5 @@ def test_the_logger_name_is_the_one_the_instance_captures() -> None:
     for path in ("dagster.yaml", "rad3d/dagster.yaml", "deploy/dagster.production.yaml"):
         config = yaml.safe_load((Path(__file__).resolve().parents[1] / path).read_text())
         managed = config["python_logs"]["managed_python_loggers"]
-        assert any(LOGGER_NAME == name or LOGGER_NAME.startswith(name + ".") for name in managed), path
+        assert any(name == LOGGER_NAME or LOGGER_NAME.startswith(name + ".") for name in managed), path
         assert config["python_logs"]["python_log_level"] == "INFO", path
