@@ -138,7 +138,7 @@ def test_failed_asset_is_one_line_and_unaffected_assets_build(
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "Stack Trace" not in result.stderr
     err = stderr_lines(result.stderr)
-    assert err[-1].startswith("ctrate_reports: ") and str(reports) in err[-1] and "Findings_EN" in err[-1], err
+    assert err[-1].startswith("ctrate_reports [00..15]: ") and str(reports) in err[-1] and "Findings_EN" in err[-1], err
     built = next(line for line in err if line.startswith("Built: "))
     assert "closed_qa" in built and "ctrate_labels" in built
     assert "ctrate_reports" in next(line for line in err if line.startswith("Not built: "))
@@ -204,8 +204,10 @@ def test_ui_serves_the_data_and_settings_of_the_build(tmp_path: Path, monkeypatc
     out, ctrate, home = tmp_path / "out", tmp_path / "ct", tmp_path / "home"
     ctrate.mkdir()
     write_build_record(out, ctrate_root=ctrate, splits="valid", seed=7, llm="rules", dagster_home=home)
+    # cmd_ui exports these for the webserver it starts: give each an undo entry so none leaks to later tests.
     for name in ("DAGSTER_HOME", "RAD3D_CTRATE_ROOT", "RAD3D_SPLIT", "RAD3D_SEED", "RAD3D_LLM", "RAD3D_OUT"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     launched: list[list[str]] = []
 
     def fake_execv(path: str, argv: list[str]) -> None:

@@ -140,7 +140,9 @@ def test_permanent_failures_stop_the_build_and_a_rerun_asks_only_for_them(
     prompts = json.loads((out / "llm" / "accounting" / "qa_candidates.json").read_text())["prompts"]
     n = len(records)
     assert n == len(permanent) and n > 0
-    assert f"qa_candidates: {n} of {prompts:,} requests failed ({n / prompts * 100:.1f}%, budget 1%): " in line, line
+    # The stage, its partitions, then the counts: "qa_candidates [00|1..15|3]: 57 of 190 requests failed ..."
+    assert line.startswith("qa_candidates [00|1..15|3]: "), line
+    assert f": {n} of {prompts:,} requests failed ({n / prompts * 100:.1f}%, budget 1%): " in line, line
     assert f"{n} HTTP 500; rerun to retry only these; details in {out / 'llm' / 'failures'}" in line, line
     assert {r["error_kind"] for r in records} == {"HTTP 500"} and {r["attempts"] for r in records} == {2}
     # The rerun against a healthy endpoint asks again for exactly the failed prompts of the stages that ran.
