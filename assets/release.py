@@ -4,27 +4,15 @@ What it writes, keeps and moves aside is docs/release-layout.md.
 """
 
 from collections.abc import Iterator
-from importlib.metadata import version as package_version
-from pathlib import Path
 
 import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 
 from assets.metadata import table_metadata
-from rad3d_pipeline.hub_export import (
-    BuildSettings,
-    HubExportError,
-    HubExportSummary,
-    verify_hub_export,
-    write_hub_export,
-)
-from rad3d_pipeline.llm.prompts import load_template
 from rad3d_pipeline.release import current_rows, release_rows, verify_release, write_release
-from resources.llm import LlmResource
 from resources.settings import Rad3dSettings
 
 GROUP = "release"
-HUB_PROMPTS = ("task12", "task3_stage1", "task3_stage2", "scoring")
 
 
 @asset(
@@ -44,14 +32,13 @@ HUB_PROMPTS = ("task12", "task3_stage1", "task3_stage2", "scoring")
         )
     ],
     description="Writes the 3D-RAD release layout atomically (test from CT-RATE valid, train, train fractions) "
-    "from every QA table of the build's splits; files no longer built are moved to <out>/3DRAD.stale/.",
+    "from every QA table of the build's splits; files no longer built are moved to `<out>/3DRAD.stale/`.",
 )
 def release_export(
     context: AssetExecutionContext,
     closed_qa: pd.DataFrame,
     curated_qa: pd.DataFrame,
     settings: Rad3dSettings,
-    llm: LlmResource,
 ) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
     parts = [frame for frame in (curated_qa, closed_qa) if not frame.empty]
     if not parts:
@@ -94,41 +81,11 @@ def release_export(
         },
     )
     problems = verify_release(summary)
-    hub = _hub_export(context, summary.root, rows, settings, llm)
     yield AssetCheckResult(
         check_name="release_schema_holds",
         passed=not problems,
         metadata={
             "problems": str(problems[:20]),
             "files_checked": len(summary.files),
-            "hub_export": MetadataValue.path(str(hub.root)) if hub else "not written (needs test and train)",
         },
     )
-
-
-def _hub_export(
-    context: AssetExecutionContext, release_root: Path, rows: pd.DataFrame, settings: Rad3dSettings, llm: LlmResource
-) -> HubExportSummary | None:
-    """``<out>/hub/3DRAD``: the release as a Hub dataset (Parquet per task config and split, dataset card)."""
-    if not {"test", "train"} <= set(rows["release_split"].astype(str)):
-        context.log.info("release_export: Hub export skipped (it needs both the test and the train split)")
-        return None
-    backend = llm.resolved_backend()
-    models = {"generation": llm.generator_model, "scoring": llm.scorer_model} if backend != "rules" else {}
-    build = BuildSettings(
-        llm_models={stage: f"{backend}/{model}" for stage, model in models.items()} or {"all": "offline rules backend"},
-        prompt_versions={name: load_template(name).version for name in HUB_PROMPTS},
-        seed=settings.seed,
-        thresholds={
-            "min_dimension_score": settings.min_dimension_score,
-            "min_mean_score": settings.min_mean_score,
-            "repeat_cap": float(settings.cap),
-        },
-        rad3d_version=package_version("rad3d"),
-    )
-    hub = write_hub_export(release_root, settings.out, settings=build)
-    problems = verify_hub_export(hub)
-    if problems:
-        raise HubExportError(f"{hub.root}: the Hub export does not read back: {'; '.join(problems[:3])}")
-    context.log.info(f"release_export: Hub export with {hub.rows:,} rows in {hub.root}")
-    return hub

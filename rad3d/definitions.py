@@ -15,8 +15,10 @@ from assets import (
     closed_qa,
     ctrate,
     evaluation,
+    hub,
     open_qa,
     operations,
+    plan,
     quality,
     release,
     report_sentences,
@@ -30,10 +32,11 @@ from resources.ctrate_source import CtrateSource
 from resources.llm import LlmResource
 from resources.models import ModelsResource
 from resources.parquet_io import PartitionedParquetIOManager
+from resources.plan_settings import PlanSettings
 from resources.settings import Rad3dSettings, env_models, env_models_file, env_out_dir
 from resources.volumes import volume_settings_from_env
 
-ASSET_MODULES = (ctrate, report_sentences, open_qa, closed_qa, release, quality, evaluation, volumes)
+ASSET_MODULES = (ctrate, report_sentences, open_qa, closed_qa, release, hub, quality, evaluation, volumes, plan)
 
 
 def default_ctrate_root(out_dir: str) -> str:
@@ -67,6 +70,9 @@ def llm_resource(backend: str | None) -> LlmResource:
         batch_poll_s=float(env.get("RAD3D_LLM_BATCH_POLL_S", "30")),
         structured_outputs=env.get("RAD3D_LLM_STRUCTURED", "0").strip().lower() in {"1", "true", "yes", "on"},
         max_failure_rate=max_failure_rate,
+        # USD per million tokens: the accounting's cost and the plan's (rad3d build --plan, docs/plan.md)
+        price_prompt_per_1m=float(env.get("RAD3D_LLM_PRICE_PROMPT", "0.15")),
+        price_completion_per_1m=float(env.get("RAD3D_LLM_PRICE_COMPLETION", "0.60")),
     )
 
 
@@ -115,6 +121,8 @@ def build_definitions(
             "llm": llm_resource(llm_backend),
             "models": ModelsResource(names=env_models(), models_file=env_models_file(), registry_dir=str(out)),
             "volume_settings": volume_settings,
+            # how `rad3d build --plan` and the llm_plan asset count prompt tokens (docs/plan.md)
+            "plan_settings": PlanSettings(tokenizer=os.environ.get("RAD3D_TOKENIZER") or None),
         },
     )
 
