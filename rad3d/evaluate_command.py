@@ -132,22 +132,32 @@ def _figure(value: Any) -> str:
     return "n/a" if value is None else f"{value:.4g}"
 
 
+HEADLINES = ("accuracy", "parsed_accuracy", "bleu", "rouge1_f", "meteor", "bertscore_f1", "exact_match")
+
+
+def _figures(values: dict[str, Any]) -> list[str]:
+    parts = []
+    for name in HEADLINES:
+        if values.get(name) is None:
+            continue
+        strict = values.get(f"{name}_strict")
+        beside = f" (strict {_figure(strict)})" if strict is not None else ""
+        parts.append(f"{name} {_figure(values[name])}{beside}")
+    return parts
+
+
 def task_lines(result: dict[str, Any]) -> list[str]:
-    """One line per task: count, skipped empties, each headline figure with its strict figure beside it."""
+    """Per task (macro over its subtasks) and per subtask: count, skipped empties, each headline figure with
+    its strict figure beside it."""
     lines = []
     for label, entry in result["tasks"].items():
-        macro = entry["macro"]
         scored = sum(s["scored"] for s in entry["subtasks"].values())
         parts = [f"n={entry['count']}"]
         if entry["question_type"] == "Open" and scored < entry["count"]:
             parts.append(f"{entry['count'] - scored} empty predictions skipped by the protocol")
-        for name in ("accuracy", "parsed_accuracy", "bleu", "rouge1_f", "meteor", "bertscore_f1", "exact_match"):
-            if macro.get(name) is None:
-                continue
-            strict = macro.get(f"{name}_strict")
-            beside = f" (strict {_figure(strict)})" if strict is not None else ""
-            parts.append(f"{name} {_figure(macro[name])}{beside}")
-        lines.append(f"  task {label} ({entry['question_type']}): " + ", ".join(parts))
+        lines.append(f"  task {label} ({entry['question_type']}): " + ", ".join(parts + _figures(entry["macro"])))
+        for name, values in entry["subtasks"].items():
+            lines.append(f"    {name}: " + ", ".join([f"n={values['count']}", *_figures(values)]))
     return lines
 
 

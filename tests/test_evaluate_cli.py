@@ -44,7 +44,7 @@ def test_spatial_protocol_reproduces_the_reference(fixtures: Path, tmp_path: Pat
             assert got[key] == expected[key], (name, key)  # exactly, not approximately
 
 
-def test_3drad_protocol_per_task_and_subtask(tmp_path: Path) -> None:
+def test_3drad_protocol_per_task_and_subtask(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     csv = tmp_path / "model_x.csv"
     csv.write_text(
         "Task,Subtask,subtask_name,QuestionType,Question,Answer,AnswerChoice,prediction\n"
@@ -71,6 +71,11 @@ def test_3drad_protocol_per_task_and_subtask(tmp_path: Path) -> None:
         ]
     )
     assert code == 0
+    printed = capsys.readouterr().out.splitlines()
+    # The terminal table: a line per task, indented lines per subtask.
+    assert any(line.startswith("  task 4 (Close): n=3, accuracy 0.75") for line in printed), printed
+    assert any(line.startswith("    Atelectasis: n=2, accuracy 0.5") for line in printed), printed
+    assert any(line.startswith("    Emphysema: n=1, accuracy 1") for line in printed), printed
     result = json.loads(out.read_text())["results"][str(csv)]
     task4 = result["tasks"]["4"]
     assert task4["question_type"] == "Close" and task4["count"] == 3
