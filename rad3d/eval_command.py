@@ -23,28 +23,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rad3d.arguments import positive_int
+from rad3d_pipeline.tasks import TASK_NAMES
+
 if TYPE_CHECKING:
     import pandas as pd
 
 EVAL_ASSETS = ("predictions", "metric_tables", "clinical_metrics", "leaderboard")
-TASK_TITLES = {
-    1: "Image Observation",
-    2: "Anomaly Detection",
-    3: "Medical Computation",
-    4: "Existence Detection",
-    5: "Static Temporal Diagnosis",
-    6: "Longitudinal Temporal Diagnosis",
-}
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r}: must be at least 1")
-    return number
+TASK_TITLES = TASK_NAMES
 
 
 def benchmark_file(out: Path) -> Path:
@@ -250,7 +236,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--tasks", default=None, help="comma-separated tasks, e.g. 4,5,6 (default 1-6)")
     parser.add_argument(
         "--limit",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="only the first N questions per subtask (a quick check; the model's name gets a -limitN suffix)",
     )

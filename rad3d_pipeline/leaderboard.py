@@ -41,6 +41,7 @@ from rad3d_pipeline.bootstrap import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Unce
 from rad3d_pipeline.closed_choice import m3d_correct
 from rad3d_pipeline.metrics import REQUIRED_COLUMNS, EngineOptions, sample_scores, task_summary
 from rad3d_pipeline.models.registry import LIMIT_SUFFIX
+from rad3d_pipeline.tasks import TASK_NAMES as TASK_NAMES
 from rad3d_pipeline.text_metrics import exact_match, normalize_answer
 
 # Beside each figure that reproduces a quirk of 3D-RAD's script, its strict figure (metrics.STRICT_METRICS):
@@ -56,14 +57,6 @@ OPEN_COLUMNS = (
     ("bertscore_f1_strict", "BERTScore strict"),
 )
 CLOSED_COLUMNS = (("accuracy", "Acc"), ("accuracy_strict", "Acc strict"))
-TASK_NAMES = {
-    1: "Image Observation",
-    2: "Anomaly Detection",
-    3: "Medical Computation",
-    4: "Existence Detection",
-    5: "Static Temporal Diagnosis",
-    6: "Longitudinal Temporal Diagnosis",
-}
 
 
 @dataclass
