@@ -448,14 +448,34 @@ def execute_plan(
     return report
 
 
+def upstream_closure(defs: Definitions, keys: Iterable[AssetKey]) -> set[AssetKey]:
+    """The assets that ``keys`` depend on, transitively (not including them)."""
+    graph = defs.resolve_asset_graph()
+    todo = list(keys)
+    seen: set[AssetKey] = set()
+    while todo:
+        for parent in graph.get(todo.pop()).parent_keys:
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    return seen
+
+
 def observe_sources(
-    defs: Definitions, instance: DagsterInstance, echo: Callable[[str], None] = print, *, debug: bool = False
+    defs: Definitions,
+    instance: DagsterInstance,
+    echo: Callable[[str], None] = print,
+    *,
+    debug: bool = False,
+    selected: Iterable[AssetKey] | None = None,
 ) -> str | None:
     """Observe the observable sources (the CT-RATE files, per shard) before building, so that every
-    output's data version derives from the content it was built from. Returns the run id."""
+    output's data version derives from the content it was built from: all of them, or those upstream
+    of ``selected``. Returns the run id."""
     graph = defs.resolve_asset_graph()
+    wanted = upstream_closure(defs, selected) if selected is not None else set(graph.get_all_asset_keys())
     sources = sorted(
-        (k for k in graph.get_all_asset_keys() if graph.get(k).is_observable), key=lambda k: k.to_user_string()
+        (k for k in wanted if graph.has(k) and graph.get(k).is_observable), key=lambda k: k.to_user_string()
     )
     if not sources:
         return None

@@ -131,6 +131,10 @@ def cmd_build(args: argparse.Namespace) -> int:
         return task in tasks
 
     plan = plan_runs(defs, selected, keep, models)
+    if args.plan:  # what the LLM stages of this selection would send and cost: nothing sent, nothing built
+        from rad3d.plan_command import print_plan
+
+        return print_plan(defs, plan, out)
 
     # Checks passed: from here on the build writes.
     from assets.partitions import shard_partitions
@@ -159,7 +163,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         if added:
             names = ", ".join(k.to_user_string() for k in added)
             print(f"  also building {names}: needed by the selection and never built under {out}")
-        observe_sources(defs, instance, debug=args.debug)
+        observe_sources(defs, instance, debug=args.debug, selected=selected)
         report = execute_plan(defs, plan, instance, debug=args.debug)
         if report.success:
             print_summary(out)
@@ -315,6 +319,12 @@ def make_parser() -> argparse.ArgumentParser:
         help="print the run log and the tracebacks of failed steps (also RAD3D_DEBUG=1)",
     )
     build.add_argument("--quiet", action="store_true", help="no progress lines inside long stages")
+    build.add_argument(
+        "--plan",
+        action="store_true",
+        help="send no request and build nothing: print (and write to <out>/reports/plan.json) what the LLM "
+        "stages of this selection would send and cost, estimates marked (docs/plan.md)",
+    )
     build.set_defaults(func=cmd_build)
 
     review = sub.add_parser("review", help="human validation: export a review sheet, import the filled sheet")
