@@ -20,8 +20,11 @@ Done. Look at:
   $OUT/tables/<asset>/*.parquet         every asset's table (one file per partition)
   $OUT/quarantine/                      input rows set aside, with the reason
   $OUT/volumes/<profile>/*.npy          model-ready volumes (manifest: $OUT/tables/volumes/)
-  $OUT/reports/leaderboard/             Table 4 (CSV, Markdown), bar charts, correctness matrix (PNG)
+  $OUT/reports/leaderboard/             Table 4 with 95% intervals (CSV, Markdown), pairwise tests, charts (PNG)
+  $OUT/hub/3DRAD/                       the release as a Hugging Face dataset (Parquet + dataset card)
   $OUT/reports/                         scoring consistency, spatial questions, statistics and plots
+Evaluate a model of your own on it (one command; the runs show in the UI):
+  .venv/bin/rad3d eval --model file:PREDICTIONS.jsonl --out $OUT
 Open the Dagster UI (runs, asset graph, checks) with:
   .venv/bin/rad3d ui --out $OUT         then browse http://127.0.0.1:3000
 MSG
