@@ -126,7 +126,7 @@ def _crosscheck_result(
             "labels_match_reports",
             asset="ctrate_labels",
             description="Warns when a split has volumes with a report but no label row, or the reverse "
-            "(counts and examples in <out>/quarantine/crosscheck.json).",
+            "(counts and examples in `<out>/quarantine/crosscheck.json`).",
         ),
     ],
     deps=["ctrate_label_files"],

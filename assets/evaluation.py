@@ -2,10 +2,9 @@
 
 The models are a dynamic partitions definition (``models``): ``rad3d build`` and ``rad3d eval`` add
 the configured and registered models to the instance, so a new model shows in the UI without a restart.
+The logic is the core's (:mod:`rad3d_pipeline.evaluation_stage`); these assets wire it.
 """
 
-import hashlib
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -24,29 +23,34 @@ from dagster import (
 from assets.metadata import table_metadata
 from assets.partitions import GPU_OP_TAGS, GPU_POOL, single_run, task_partitions
 from assets.quality import png_markdown
-from rad3d_pipeline.clinical_metrics import RESULT_COLUMNS as CLINICAL_COLUMNS
-from rad3d_pipeline.clinical_metrics import ClinicalMetricConfig, score_open_ended, wide_table
-from rad3d_pipeline.errors import UserFacingError
+from rad3d_pipeline.clinical_metrics import ClinicalMetricConfig
+from rad3d_pipeline.evaluation_stage import (
+    SCORE_KEYS as SCORE_KEYS,
+)
+from rad3d_pipeline.evaluation_stage import (
+    ModelTask,
+    build_leaderboard,
+    clinical_partitions,
+    clinical_states,
+    first_per_subtask,
+    metric_partitions,
+    predict_partition,
+    release_parts,
+)
+from rad3d_pipeline.evaluation_stage import (
+    per_question_scores as per_question_scores,
+)
+from rad3d_pipeline.evaluation_stage import (
+    scores_path as scores_path,
+)
 from rad3d_pipeline.judges import parse_judges
 from rad3d_pipeline.jury import OFFLINE_JUDGE, Jury
-from rad3d_pipeline.leaderboard import question_key, volume_key, write_leaderboard
 from rad3d_pipeline.llm.client import LlmClient
-from rad3d_pipeline.metrics import (
-    ALIGNSCORE_UNSET,
-    PROTOCOL_VERSIONS,
-    SAMPLE_METRICS,
-    TABLE_COLUMNS,
-    EngineOptions,
-    alignscore_scorer,
-    metric_table,
-    sample_scores,
-)
-from rad3d_pipeline.models.base import items_from_release
-from rad3d_pipeline.progress import Progress
+from rad3d_pipeline.metrics import ALIGNSCORE_UNSET, PROTOCOL_VERSIONS, EngineOptions, alignscore_scorer
 from rad3d_pipeline.text_metrics import BertScoreF1
 from resources.llm import LlmResource
 from resources.models import MODELS_PARTITIONS, ModelsResource
-from resources.parquet_io import UNPARTITIONED_FILE, table_dir, write_parquet_atomic
+from resources.parquet_io import UNPARTITIONED_FILE, table_dir
 from resources.settings import Rad3dSettings
 
 GROUP = "evaluation"
@@ -54,8 +58,7 @@ GROUP = "evaluation"
 model_partitions = DynamicPartitionsDefinition(name=MODELS_PARTITIONS)
 # Keys read "<model>|<task>".
 prediction_partitions = MultiPartitionsDefinition({"model": model_partitions, "task": task_partitions})
-# Per-question scores of metric_tables (aligned with the predictions partition), for the leaderboard's intervals.
-SCORE_KEYS = ("model", "Task", "Subtask", "VolumeName", "Question")
+ALLOW_MISSING = {"allow_missing_partitions": True}
 
 
 def split_prediction_key(key: str) -> tuple[str, int]:
@@ -64,45 +67,9 @@ def split_prediction_key(key: str) -> tuple[str, int]:
     return dims["model"], int(dims["task"])
 
 
-def scores_path(out: Path, model: str, task: int) -> Path:
-    return out / "metric_scores" / model / f"{task}.parquet"
-
-
-def first_per_subtask(rows: pd.DataFrame, limit: int | None) -> pd.DataFrame:
-    """``--limit N``: the first N questions of each subtask, in the release's order."""
-    if limit is None:
-        return rows
-    return rows.groupby("Subtask", sort=False).head(limit).reset_index(drop=True)
-
-
-PREDICTION_COLUMNS = (
-    "model",
-    "VolumeName",
-    "Task",
-    "Subtask",
-    "subtask_name",
-    "QuestionType",
-    "Question",
-    "Answer",
-    "AnswerChoice",
-    "prediction",
-    "seconds",
-)
-
-
-def _volume_paths(settings: Rad3dSettings, profile: str | None, volumes: list[str]) -> dict[str, str]:
-    if not profile:
-        return {}
-    folder = settings.out / "volumes" / profile
-    paths = {}
-    for name in volumes:
-        # The release names the test split test_<n>_..., the volumes keep CT-RATE's valid_<n>_... names.
-        for stem in dict.fromkeys([name.removesuffix(".nii.gz"), volume_key(name)]):
-            path = folder / f"{stem}.npy"
-            if path.exists():
-                paths[name] = str(path)
-                break
-    return paths
+def model_tasks(keys: list[str]) -> list[ModelTask]:
+    """(key, model, task) of ``prediction_partitions`` keys."""
+    return [(key, *split_prediction_key(key)) for key in keys]
 
 
 @asset(
@@ -115,7 +82,7 @@ def _volume_paths(settings: Rad3dSettings, profile: str | None, volumes: list[st
     # Adapters with an input profile read <out>/volumes/<profile>/*.npy: every shard of `volumes`.
     deps=[AssetDep("volumes", partition_mapping=AllPartitionMapping())],
     description="Each model's answer to every benchmark question (the release's test split), per model x task; "
-    "resumable per batch.",
+    "resumable per batch (answered batches kept under `<out>/predictions/<model>/<task>/`).",
 )
 def predictions(
     context: AssetExecutionContext,
@@ -124,50 +91,12 @@ def predictions(
     llm: LlmResource,
     models: ModelsResource,
 ) -> Output[dict[str, pd.DataFrame]]:
-    test = release_export[release_export["release_split"] == "test"]
-    training = release_export[release_export["release_split"] == "train"]
+    test, training = release_parts(release_export)
     out: dict[str, pd.DataFrame] = {}
-    for key in context.partition_keys:
-        name, task = split_prediction_key(key)
+    for key, name, task in model_tasks(list(context.partition_keys)):
         adapter = models.adapter(name, training, llm, settings.out, settings.seed)
         rows = first_per_subtask(test[test["Task"] == task].reset_index(drop=True), models.limit(name))
-        if task not in adapter.tasks or rows.empty:
-            out[key] = pd.DataFrame(columns=list(PREDICTION_COLUMNS))
-            continue
-        needed = sorted(set(rows["VolumeName"]))
-        paths = _volume_paths(settings, adapter.input_profile, needed)
-        if adapter.input_profile and len(paths) < len(needed):
-            # A vision model never silently answers without its images.
-            missing = [v for v in needed if v not in paths]
-            raise UserFacingError(
-                f"model {name} reads {settings.out / 'volumes' / adapter.input_profile}/*.npy: {len(missing)} of "
-                f"{len(needed)} Task {task} volumes missing (first {missing[0]}); build them: rad3d build --select "
-                "volumes"
-            )
-        items = items_from_release(rows, paths)
-        batches = []
-        progress = settings.out / "predictions" / name / str(task)
-        shown = Progress(f"{name} task {task}", len(items), unit="questions")
-        for start in range(0, len(items), adapter.batch_size):
-            batch = items[start : start + adapter.batch_size]
-            digest = hashlib.sha256("\x1f".join(f"{i.volume_name}|{i.question}" for i in batch).encode()).hexdigest()
-            done = progress / f"{digest[:20]}.parquet"
-            if done.exists():
-                batches.append(pd.read_parquet(done))
-                shown.advance(len(batch))
-                continue
-            began = time.perf_counter()
-            answers = adapter.predict(batch)
-            seconds = (time.perf_counter() - began) / max(len(batch), 1)
-            frame = rows.iloc[start : start + len(batch)][[c for c in PREDICTION_COLUMNS if c in rows.columns]].copy()
-            frame["prediction"] = answers
-            frame["seconds"] = seconds
-            frame["model"] = name
-            write_parquet_atomic(frame, done)
-            batches.append(frame)
-            shown.advance(len(batch))
-            context.log.info(f"{name} task {task}: {start + len(batch)}/{len(items)}")
-        out[key] = pd.concat(batches, ignore_index=True)[list(PREDICTION_COLUMNS)]
+        out[key] = predict_partition(adapter, rows, name=name, task=task, out=settings.out, log=context.log.info)
     combined = pd.concat(out.values(), ignore_index=True) if out else pd.DataFrame()
     names = dict.fromkeys(split_prediction_key(k)[0] for k in context.partition_keys)
     return Output(out, metadata={**table_metadata(combined), "models": ", ".join(names)})
@@ -213,68 +142,20 @@ def metric_tables(
     context: AssetExecutionContext, predictions: pd.DataFrame, settings: Rad3dSettings, llm: LlmResource
 ) -> Output[dict[str, pd.DataFrame]]:
     options = engine_options(settings, llm)
-    predictions = predictions.reset_index(drop=True)
-    began = time.perf_counter()
-    table = pd.DataFrame(columns=list(TABLE_COLUMNS))
-    scores = pd.DataFrame(columns=list(SAMPLE_METRICS))
-    if len(predictions):
-        scores = sample_scores(predictions, options)
-        table = metric_table(
-            predictions,
-            scores,
-            bertscore_model=str(scores.attrs.get("bertscore_model", "")),
-            jury=options.jury_label,
-            alignscore_model=options.alignscore_label,
-        )
-    seconds = time.perf_counter() - began
-    out: dict[str, pd.DataFrame] = {}
-    for key in context.partition_keys:
-        model, task = split_prediction_key(key)
-        part = table[(table["model"] == model) & (table["Task"].astype(int) == task)]
-        out[key] = part.reset_index(drop=True)
-        # The per-question scores beside the table (same rows and order as the predictions partition).
-        mask = (
-            (predictions["model"] == model) & (predictions["Task"].astype(int) == task)
-            if len(predictions)
-            else pd.Series(dtype=bool)
-        )
-        rows = (
-            pd.concat(
-                [predictions.loc[mask, list(SCORE_KEYS)], scores.loc[mask, list(SAMPLE_METRICS)]], axis=1
-            ).reset_index(drop=True)
-            if len(predictions)
-            else pd.DataFrame(columns=[*SCORE_KEYS, *SAMPLE_METRICS])
-        )
-        write_parquet_atomic(rows, scores_path(settings.out, model, task))
+    run = metric_partitions(predictions, options, model_tasks(list(context.partition_keys)), settings.out)
     jury = options.jury
     accounting = jury.accounting.as_dict() if isinstance(jury, Jury) else {}
-    return Output(
-        out,
-        metadata={
-            **table_metadata(table),
-            "protocol_version": PROTOCOL_VERSIONS["3drad"],
-            "bertscore_model": str(table["bertscore_model"].iloc[0]) if len(table) else "",
-            "jury": options.jury_label,
-            "alignscore": options.alignscore_label,
-            "seconds": round(seconds, 2),
-            "jury_llm_use": str(accounting),
-        },
-    )
-
-
-def _spatial_categories(settings: Rad3dSettings) -> dict[tuple[str, str], str]:
-    """(volume key, question key) -> spatial category, from the spatial_qa table when it was built."""
-    path = table_dir(settings.out, "spatial_qa") / f"{UNPARTITIONED_FILE}.parquet"
-    if not path.is_file():
-        return {}
-    frame = pd.read_parquet(path)
-    if not {"VolumeName", "question", "category", "spatial"} <= set(frame.columns):
-        return {}
-    frame = frame[frame["spatial"].astype(bool) & (frame["category"].astype(str) != "")]
-    return {
-        (volume_key(v), question_key(q)): str(c)
-        for v, q, c in zip(frame["VolumeName"], frame["question"], frame["category"], strict=True)
+    table = run.table
+    meta = {
+        **table_metadata(table),
+        "protocol_version": PROTOCOL_VERSIONS["3drad"],
+        "bertscore_model": str(table["bertscore_model"].iloc[0]) if len(table) else "",
+        "jury": options.jury_label,
+        "alignscore": options.alignscore_label,
+        "seconds": round(run.seconds, 2),
+        "jury_llm_use": str(accounting),
     }
+    return Output(run.parts, metadata=meta)
 
 
 def clinical_config(settings: Rad3dSettings) -> ClinicalMetricConfig:
@@ -300,7 +181,7 @@ def clinical_config(settings: Rad3dSettings) -> ClinicalMetricConfig:
     backfill_policy=single_run,
     kinds={"pytorch", "parquet"},
     description="Clinical metrics of the open-ended answers (Tasks 1-3) per model x task: abnormality-label F1, "
-    "RaTEScore, RadGraph F1 and a GREEN-style LLM judge, each 'not computed: <reason>' (NaN, never 0) unless "
+    "RaTEScore, RadGraph F1 and a GREEN-style LLM judge, each `not computed: <reason>` (NaN, never 0) unless "
     "configured (RAD3D_LABEL_CLASSIFIER, RAD3D_RATESCORE_NER + RAD3D_RATESCORE_ENCODER, RAD3D_RADGRAPH_DIR, "
     "RAD3D_GREEN_JUDGE=1); see docs/clinical-metrics.md.",
 )
@@ -309,48 +190,27 @@ def clinical_metrics(
 ) -> Output[dict[str, pd.DataFrame]]:
     config = clinical_config(settings)
     client = LlmClient(llm.endpoint(llm.scorer_model), llm.cache(settings.out)) if config.green_judge else None
-    table = score_open_ended(predictions, config, client) if len(predictions) else pd.DataFrame()
-    out: dict[str, pd.DataFrame] = {}
-    for key in context.partition_keys:
-        model, task = split_prediction_key(key)
-        if table.empty:
-            part = pd.DataFrame(columns=list(CLINICAL_COLUMNS))
-        else:
-            part = table[(table["model"] == model) & (table["Task"].astype(int) == task)]
-        out[key] = part.reset_index(drop=True)
-    states = sorted({f"{m}: {s}" for m, s in zip(table.get("metric", []), table.get("status", []), strict=True)})
+    table, out = clinical_partitions(predictions, config, client, model_tasks(list(context.partition_keys)))
+    states = clinical_states(table)
     return Output(
         out, metadata={**table_metadata(table), "status": MetadataValue.md("\n".join(f"- {s}" for s in states))}
     )
 
 
-def per_question_scores(out: Path, predictions: pd.DataFrame) -> tuple[pd.DataFrame | None, str]:
-    """metric_tables' per-question scores aligned with ``predictions`` (same index), or None and why not."""
-    parts = []
-    for (model, task), group in predictions.groupby(["model", "Task"], sort=False):
-        path = scores_path(out, str(model), int(task))
-        if not path.is_file():
-            return None, f"no per-question scores at {path}"
-        scores = pd.read_parquet(path)
-        keys = [c for c in SCORE_KEYS if c != "Task"]
-        same = len(scores) == len(group) and all(
-            (scores[c].astype(str).to_numpy() == group[c].astype(str).to_numpy()).all() for c in keys
-        )
-        if not same:
-            return None, f"{path} does not match the predictions of {model} task {task} (rebuild metric_tables)"
-        parts.append(scores[list(SAMPLE_METRICS)].set_axis(group.index))
-    if not parts:
-        return None, "no predictions"
-    return pd.concat(parts).reindex(predictions.index), ""
+def _charts(pngs: dict[str, Path], names: list[str]) -> MetadataValue:
+    """Leaderboard charts shown as images in the metadata panel."""
+    return MetadataValue.md(
+        "\n\n".join(png_markdown(pngs[name].read_bytes(), name.removesuffix(".png")) for name in sorted(names))
+    )
 
 
 @asset(
     group_name=GROUP,
     code_version="2",
     ins={
-        "metric_tables": AssetIn(metadata={"allow_missing_partitions": True}),
-        "predictions": AssetIn(metadata={"allow_missing_partitions": True}),
-        "clinical_metrics": AssetIn(metadata={"allow_missing_partitions": True}),
+        "metric_tables": AssetIn(metadata=ALLOW_MISSING),
+        "predictions": AssetIn(metadata=ALLOW_MISSING),
+        "clinical_metrics": AssetIn(metadata=ALLOW_MISSING),
     },
     deps=["spatial_qa"],
     description="The leaderboard under `<out>/reports/leaderboard/`: the paper's Table 4 layout (CSV, Markdown) "
@@ -364,30 +224,23 @@ def leaderboard(
     clinical_metrics: pd.DataFrame,
     settings: Rad3dSettings,
 ) -> Output[pd.DataFrame]:
-    if metric_tables.empty:
-        raise ValueError("leaderboard: no metric tables; materialize predictions and metric_tables first")
-    folder = settings.out / "reports" / "leaderboard"
-    predictions = predictions.reset_index(drop=True)
-    scores, why = per_question_scores(settings.out, predictions)
-    if scores is None:
-        context.log.warning(f"leaderboard: intervals without BERTScore ({why})")
-    clinical = wide_table(clinical_metrics) if len(clinical_metrics) else None
-    files = write_leaderboard(
-        metric_tables, predictions, folder, _spatial_categories(settings), scores=scores, clinical=clinical
+    # The spatial categories come from spatial_qa's table, when it was built (an optional dependency).
+    spatial_table = table_dir(settings.out, "spatial_qa") / f"{UNPARTITIONED_FILE}.parquet"
+    board = build_leaderboard(
+        metric_tables, predictions, clinical_metrics, out=settings.out, spatial_table=spatial_table
     )
-    table = files.table4.reset_index()
+    if board.without_scores:
+        context.log.warning(f"leaderboard: intervals without BERTScore ({board.without_scores})")
+    files = board.files
     inline = [name for name in files.pngs if name.startswith("bars_task") or name == "correctness_matrix.png"]
+    others = [name for name in files.pngs if name not in inline]
     meta = {
-        **table_metadata(table),
+        **table_metadata(board.table),
         "table4": MetadataValue.md(files.files["table4.md"].read_text(encoding="utf-8")),
-        "folder": MetadataValue.path(str(folder)),
-        "charts": MetadataValue.md(
-            "\n\n".join(
-                png_markdown(files.pngs[name].read_bytes(), name.removesuffix(".png")) for name in sorted(inline)
-            )
-        ),
+        "folder": MetadataValue.path(str(files.folder.resolve())),
+        "charts": _charts(files.pngs, inline),
+        "more_charts": _charts(files.pngs, others),
     }
-    for name, path in files.pngs.items():
-        if name not in inline:
-            meta[name.removesuffix(".png")] = MetadataValue.path(str(path))
-    return Output(table, metadata=meta)
+    for name in others:
+        meta[name.removesuffix(".png")] = MetadataValue.path(str(files.pngs[name].resolve()))
+    return Output(board.table, metadata=meta)

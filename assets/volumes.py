@@ -52,7 +52,7 @@ GROUP = "volumes"
         )
     ],
     description="Model-ready .npy per volume and preprocessing profile (RAD3D_VOLUME_PROFILES) under "
-    "<out>/volumes/<profile>/, with a manifest (shape, spacing, sha256, seconds, peak memory); bad volumes "
+    "`<out>/volumes/<profile>/`, with a manifest (shape, spacing, sha256, seconds, peak memory); bad volumes "
     "quarantined with the reason; unchanged inputs skipped.",
 )
 def volumes(
