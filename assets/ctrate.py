@@ -74,7 +74,7 @@ def _load(
         check_name="no_quarantined_rows",
         passed=quarantine.empty,
         severity=AssetCheckSeverity.WARN,
-        metadata={"quarantined": len(quarantine), "quarantine_file": str(settings.quarantine_path(name))},
+        metadata={"quarantined": len(quarantine), "quarantine_file": str(settings.quarantine_path(name).resolve())},
     )
 
 
@@ -89,7 +89,7 @@ def _crosscheck_result(
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(counts, indent=2) + "\n")
     tmp.replace(path)
-    meta: dict[str, Any] = {"crosscheck_file": MetadataValue.path(str(path))}
+    meta: dict[str, Any] = {"crosscheck_file": MetadataValue.path(str(path.resolve()))}
     gaps = []
     for split, entry in counts.items():
         if entry.get("skipped"):

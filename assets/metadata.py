@@ -23,4 +23,4 @@ def write_quarantine(frame: pd.DataFrame, path: Any) -> dict[str, Any]:
     """Write a quarantine table (replacing the previous one) and describe it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False)
-    return {"quarantined": MetadataValue.int(len(frame)), "quarantine_file": MetadataValue.path(str(path))}
+    return {"quarantined": MetadataValue.int(len(frame)), "quarantine_file": MetadataValue.path(str(path.resolve()))}

@@ -71,11 +71,11 @@ def release_export(
         rows,
         metadata={
             **table_metadata(rows),
-            "release_root": MetadataValue.path(str(summary.root)),
+            "release_root": MetadataValue.path(str(summary.root.resolve())),
             "files": len(summary.files),
             "splits": ", ".join(splits),
             "stale_files_moved": len(summary.stale),
-            "stale_folder": MetadataValue.path(str(summary.stale_folder or "")),
+            "stale_folder": MetadataValue.path(str(summary.stale_folder.resolve()) if summary.stale_folder else ""),
             **{f"rows_left_out_{split}": n for split, n in dropped.items()},
             **{f"rows_{split}_task{task}": n for (split, task), n in per_task.items()},
         },

@@ -85,7 +85,7 @@ def volumes(
     )
     meta: dict[str, object] = {
         **{f"run_{name}": value for name, value in run.figures().items()},
-        "quarantine_file": MetadataValue.path(str(run.quarantine_file)),
+        "quarantine_file": MetadataValue.path(str(run.quarantine_file.resolve())),
         "profiles": ", ".join(f"{p.name} ({p.describe()})" for p in profiles),
         "splits": ", ".join(splits),
         "device": volume_settings.resolved_device(),
@@ -93,7 +93,7 @@ def volumes(
         "output_dir": MetadataValue.path(str(settings.out.resolve() / "volumes")),
     }
     if run.stale:
-        meta["stale_dir"] = MetadataValue.path(str(run.stale[0][1].parent.parent))
+        meta["stale_dir"] = MetadataValue.path(str(run.stale[0][1].parent.parent.resolve()))
     yield Output(run.manifests, metadata=meta)
     reasons = run.quarantine_reasons()
     quarantine = run.quarantine
@@ -103,7 +103,7 @@ def volumes(
         severity=AssetCheckSeverity.ERROR,
         metadata={
             "quarantined": len(quarantine),
-            "quarantine_file": MetadataValue.path(str(run.quarantine_file)),
+            "quarantine_file": MetadataValue.path(str(run.quarantine_file.resolve())),
             "reasons": MetadataValue.md("\n".join(f"- {r}: {n}" for r, n in reasons.items()) or "(none)"),
             "first": MetadataValue.md(
                 quarantine.head(10)[["VolumeName", "reason"]].to_markdown(index=False) if len(quarantine) else "(none)"

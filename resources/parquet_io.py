@@ -8,8 +8,6 @@ partitioned input returns the concatenation of the requested partitions. An inpu
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -27,22 +25,13 @@ from dagster import (
     TableSchema,
 )
 
+from rad3d_pipeline.parquet_atomic import write_parquet_atomic as write_parquet_atomic
+
 UNPARTITIONED_FILE = "all"
 
 
 def table_dir(base_dir: str | Path, asset_name: str) -> Path:
     return Path(base_dir) / "tables" / asset_name
-
-
-def write_parquet_atomic(frame: pd.DataFrame, path: Path, schema: pa.Schema | None = None) -> None:
-    """Write via a temporary file and a rename; ``schema`` fixes the column types (for empty frames)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    if schema is None:
-        frame.to_parquet(tmp, index=False)
-    else:
-        pq.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), tmp)
-    os.replace(tmp, path)
 
 
 def _arrow_schema(frame: pd.DataFrame) -> pa.Schema:
