@@ -9,7 +9,7 @@ import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 
 from assets.metadata import table_metadata
-from rad3d_pipeline.release import current_rows, release_rows, verify_release, write_release
+from rad3d_pipeline.release import export_release, verify_release
 from resources.settings import Rad3dSettings
 
 GROUP = "release"
@@ -40,52 +40,33 @@ def release_export(
     curated_qa: pd.DataFrame,
     settings: Rad3dSettings,
 ) -> Iterator[Output[pd.DataFrame] | AssetCheckResult]:
-    parts = [frame for frame in (curated_qa, closed_qa) if not frame.empty]
-    if not parts:
-        raise ValueError("release_export: no QA rows to export; materialize closed_qa or curated_qa first")
     splits = tuple(settings.split_tuple())
-    qa, dropped = current_rows(pd.concat(parts, ignore_index=True), splits)
-    if qa.empty:
-        raise ValueError(
-            f"release_export: no QA rows of the split(s) {', '.join(splits)} (the tables hold {', '.join(dropped)}); "
-            "build closed_qa or curated_qa for these splits first"
-        )
-    rows = release_rows(qa, settings.rename_valid_to_test)
-    summary = write_release(
-        rows,
+    export = export_release(
+        [curated_qa, closed_qa],
         settings.out,
-        splits=splits,
+        splits,
         rename_valid_to_test=settings.rename_valid_to_test,
         train_fractions=tuple(settings.train_fractions),
         seed=settings.seed,
     )
+    summary = export.summary
     if summary.stale:
         context.log.warning(
             f"release_export: {len(summary.stale)} file(s) no longer built moved to {summary.stale_folder}"
         )
-    sizes = rows.groupby(["release_split", "Task"]).size().reset_index(name="n")
-    per_task = {
-        (str(s), int(t)): int(n) for s, t, n in zip(sizes["release_split"], sizes["Task"], sizes["n"], strict=True)
-    }
+    stale_folder = str(summary.stale_folder.resolve()) if summary.stale_folder else ""
     yield Output(
-        rows,
+        export.rows,
         metadata={
-            **table_metadata(rows),
+            **table_metadata(export.rows),
             "release_root": MetadataValue.path(str(summary.root.resolve())),
             "files": len(summary.files),
             "splits": ", ".join(splits),
             "stale_files_moved": len(summary.stale),
-            "stale_folder": MetadataValue.path(str(summary.stale_folder.resolve()) if summary.stale_folder else ""),
-            **{f"rows_left_out_{split}": n for split, n in dropped.items()},
-            **{f"rows_{split}_task{task}": n for (split, task), n in per_task.items()},
+            "stale_folder": MetadataValue.path(stale_folder),
+            **export.figures(),
         },
     )
     problems = verify_release(summary)
-    yield AssetCheckResult(
-        check_name="release_schema_holds",
-        passed=not problems,
-        metadata={
-            "problems": str(problems[:20]),
-            "files_checked": len(summary.files),
-        },
-    )
+    metadata = {"problems": str(problems[:20]), "files_checked": len(summary.files)}
+    yield AssetCheckResult(check_name="release_schema_holds", passed=not problems, metadata=metadata)

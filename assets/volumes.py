@@ -13,6 +13,7 @@ and a killed worker's temporary files are removed at the start of the next run o
 """
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 from dagster import (
@@ -27,7 +28,7 @@ from dagster import (
 )
 
 from assets.partitions import GPU_OP_TAGS, GPU_POOL, shard_partitions, single_run
-from rad3d_pipeline.volumes.shards import build_shards
+from rad3d_pipeline.volumes.shards import build_shards, previous_manifest, run_metadata
 from resources.ctrate_source import CtrateSource
 from resources.parquet_io import table_dir
 from resources.settings import Rad3dSettings
@@ -69,7 +70,7 @@ def volumes(
             f"volumes: nothing to build: the build's splits ({settings.splits}) and RAD3D_VOLUME_SPLITS "
             f"({volume_settings.splits}) do not overlap; set RAD3D_VOLUME_SPLITS=all for training volumes"
         )
-    previous = [p for shard in shards if (p := table_dir(settings.out, "volumes") / f"{shard}.parquet").exists()]
+    device = volume_settings.resolved_device()
     run = build_shards(
         ctrate.layout(),
         settings.out,
@@ -78,35 +79,22 @@ def volumes(
         splits,
         profiles,
         volume_settings.version_setting(),
-        volume_settings.resolved_device(),
+        device,
         volume_settings.workers,
-        pd.concat([pd.read_parquet(p) for p in previous], ignore_index=True) if previous else pd.DataFrame(),
+        previous_manifest(table_dir(settings.out, "volumes"), shards),
         warn=context.log.warning,
     )
-    meta: dict[str, object] = {
-        **{f"run_{name}": value for name, value in run.figures().items()},
-        "quarantine_file": MetadataValue.path(str(run.quarantine_file.resolve())),
-        "profiles": ", ".join(f"{p.name} ({p.describe()})" for p in profiles),
-        "splits": ", ".join(splits),
-        "device": volume_settings.resolved_device(),
-        "workers": volume_settings.workers,
-        "output_dir": MetadataValue.path(str(settings.out.resolve() / "volumes")),
-    }
-    if run.stale:
-        meta["stale_dir"] = MetadataValue.path(str(run.stale[0][1].parent.parent.resolve()))
-    yield Output(run.manifests, metadata=meta)
-    reasons = run.quarantine_reasons()
-    quarantine = run.quarantine
+    meta = run_metadata(run, settings.out, profiles, splits, device, volume_settings.workers)
+    yield Output(run.manifests, metadata={k: _rendered(v) for k, v in meta.items()})
+    checked = {k: _rendered(v, markdown=k in ("reasons", "first")) for k, v in run.check_figures().items()}
+    severity = AssetCheckSeverity.ERROR
     yield AssetCheckResult(
-        check_name="no_quarantined_volumes",
-        passed=quarantine.empty,
-        severity=AssetCheckSeverity.ERROR,
-        metadata={
-            "quarantined": len(quarantine),
-            "quarantine_file": MetadataValue.path(str(run.quarantine_file.resolve())),
-            "reasons": MetadataValue.md("\n".join(f"- {r}: {n}" for r, n in reasons.items()) or "(none)"),
-            "first": MetadataValue.md(
-                quarantine.head(10)[["VolumeName", "reason"]].to_markdown(index=False) if len(quarantine) else "(none)"
-            ),
-        },
+        check_name="no_quarantined_volumes", passed=run.quarantine.empty, severity=severity, metadata=checked
     )
+
+
+def _rendered(value: object, markdown: bool = False) -> object:
+    """Paths as path metadata (the UI links them), Markdown as Markdown, the rest as is."""
+    if isinstance(value, Path):
+        return MetadataValue.path(str(value))
+    return MetadataValue.md(str(value)) if markdown else value

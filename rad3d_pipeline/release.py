@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from rad3d_pipeline.errors import UserFacingError
 from rad3d_pipeline.qa_rows import RELEASE_COLUMNS
 
 TASK_FOLDERS: dict[int, str] = {
@@ -445,3 +446,55 @@ def verify_release(summary: ExportSummary) -> list[str]:
             if wrong:
                 problems.append(f"{relative}: {wrong} rows whose AnswerChoice is not the Answer")
     return problems
+
+
+class ReleaseInputError(UserFacingError):
+    """Nothing to export: no QA table, or none of the build's splits."""
+
+
+@dataclass
+class ReleaseExport:
+    """One export: the rows written, what was written and moved aside, rows of other splits left out."""
+
+    rows: pd.DataFrame
+    summary: ExportSummary
+    dropped: dict[str, int]
+
+    def figures(self) -> dict[str, int]:
+        """Rows per split and task (``rows_test_task4``), and rows of splits this build leaves out."""
+        sizes = self.rows.groupby(["release_split", "Task"]).size().reset_index(name="n")
+        out = {f"rows_left_out_{split}": n for split, n in self.dropped.items()}
+        for split, task, n in zip(sizes["release_split"], sizes["Task"], sizes["n"], strict=True):
+            out[f"rows_{split}_task{int(task)}"] = int(n)
+        return out
+
+
+def export_release(
+    tables: list[pd.DataFrame],
+    out: Path,
+    splits: tuple[str, ...],
+    *,
+    rename_valid_to_test: bool,
+    train_fractions: tuple[float, ...],
+    seed: int,
+) -> ReleaseExport:
+    """The release of ``splits`` from the QA tables (open- and closed-ended), written under ``out``."""
+    parts = [frame for frame in tables if not frame.empty]
+    if not parts:
+        raise ReleaseInputError("release_export: no QA rows to export; materialize closed_qa or curated_qa first")
+    qa, dropped = current_rows(pd.concat(parts, ignore_index=True), splits)
+    if qa.empty:
+        raise ReleaseInputError(
+            f"release_export: no QA rows of the split(s) {', '.join(splits)} (the tables hold {', '.join(dropped)}); "
+            "build closed_qa or curated_qa for these splits first"
+        )
+    rows = release_rows(qa, rename_valid_to_test)
+    summary = write_release(
+        rows,
+        out,
+        splits=splits,
+        rename_valid_to_test=rename_valid_to_test,
+        train_fractions=train_fractions,
+        seed=seed,
+    )
+    return ReleaseExport(rows, summary, dropped)

@@ -86,6 +86,17 @@ class ShardRun:
     def quarantine_reasons(self, top: int = 10) -> pd.Series:
         return self.quarantine["reason"].str.split(" \\(", regex=True).str[0].value_counts().head(top)
 
+    def check_figures(self) -> dict[str, Any]:
+        """The quarantine check's figures: count, file, the commonest reasons and the first volumes (Markdown)."""
+        reasons = self.quarantine_reasons()
+        first = self.quarantine.head(10)[["VolumeName", "reason"]]
+        return {
+            "quarantined": len(self.quarantine),
+            "quarantine_file": self.quarantine_file.resolve(),
+            "reasons": "\n".join(f"- {r}: {n}" for r, n in reasons.items()) or "(none)",
+            "first": first.to_markdown(index=False) if len(first) else "(none)",
+        }
+
 
 def build_shards(
     layout: CtrateLayout,
@@ -145,3 +156,29 @@ def build_shards(
         quarantine[quarantine["shard"] == shard].to_csv(qdir / f"{shard}.csv", index=False)
     manifests = {shard: manifest[manifest["shard"] == shard].reset_index(drop=True) for shard in shards}
     return ShardRun(manifests, manifest, quarantine, merge_quarantine(out), stale, leftovers)
+
+
+def previous_manifest(folder: Path, shards: Sequence[str]) -> pd.DataFrame:
+    """The last manifest of ``shards`` (``<out>/tables/volumes/<shard>.parquet``), empty when never built."""
+    files = [path for shard in shards if (path := folder / f"{shard}.parquet").exists()]
+    return pd.concat([pd.read_parquet(p) for p in files], ignore_index=True) if files else pd.DataFrame()
+
+
+def run_metadata(
+    run: ShardRun, out: Path, profiles: list[Profile], splits: tuple[str, ...], device: str, workers: int
+) -> dict[str, Any]:
+    """The run's figures (``run_*``, over all its shards), its settings and its folders (as paths)."""
+    meta: dict[str, Any] = {f"run_{name}": value for name, value in run.figures().items()}
+    meta.update(
+        {
+            "quarantine_file": run.quarantine_file.resolve(),
+            "profiles": ", ".join(f"{p.name} ({p.describe()})" for p in profiles),
+            "splits": ", ".join(splits),
+            "device": device,
+            "workers": workers,
+            "output_dir": out.resolve() / "volumes",
+        }
+    )
+    if run.stale:
+        meta["stale_dir"] = run.stale[0][1].parent.parent.resolve()
+    return meta
