@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+import pytest
+
 from rad3d_pipeline.progress import LOGGER_NAME, Progress, TerminalProgress
 
 
@@ -67,3 +69,20 @@ def test_the_logger_name_is_the_one_the_instance_captures() -> None:
         managed = config["python_logs"]["managed_python_loggers"]
         assert any(name == LOGGER_NAME or LOGGER_NAME.startswith(name + ".") for name in managed), path
         assert config["python_logs"]["python_log_level"] == "INFO", path
+
+
+def test_llm_requests_report_progress(caplog: pytest.LogCaptureFixture) -> None:
+    """run_all, which every LLM stage goes through, counts its requests on the progress logger."""
+    import asyncio
+
+    from rad3d_pipeline.llm.client import run_all
+
+    async def answer(i: int) -> int:
+        await asyncio.sleep(0)
+        return i
+
+    with caplog.at_level(logging.INFO, logger=LOGGER_NAME):
+        results = run_all([lambda i=i: answer(i) for i in range(7)], label="qa_scores")
+    assert results == list(range(7))
+    lines = [r.getMessage() for r in caplog.records if r.name == LOGGER_NAME]
+    assert lines and lines[-1].startswith("qa_scores: 7/7 requests (100%)") and "0 retries, ~$0.0000" in lines[-1]

@@ -37,6 +37,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from rad3d_pipeline.llm.cache import ResponseCache, request_key
 from rad3d_pipeline.llm.parsers import ParseError
+from rad3d_pipeline.progress import Progress
 
 log = logging.getLogger("rad3d.llm")
 T = TypeVar("T")
@@ -558,12 +559,32 @@ class LlmClient:
         self._limiter = None
 
 
-def run_all(jobs: Sequence[Callable[[], Awaitable[T]]], clients: Sequence[LlmClient] = ()) -> list[T]:
-    """Run coroutines concurrently from synchronous code (each client bounds its own concurrency)."""
+def run_all(
+    jobs: Sequence[Callable[[], Awaitable[T]]], clients: Sequence[LlmClient] = (), label: str | None = None
+) -> list[T]:
+    """Run coroutines concurrently from synchronous code (each client bounds its own concurrency).
+
+    Progress (``label: n/N requests``, rate, ETA, retries and cost so far) goes to the ``rad3d.progress``
+    logger: the terminal of ``rad3d build`` and the run log.
+    """
+    models = ", ".join(dict.fromkeys(c.endpoint.model for c in clients)) or "LLM"
+
+    def so_far() -> str:
+        retries = sum(c.accounting.retries for c in clients)
+        cost = sum(c.accounting.cost_usd for c in clients)
+        return f"{retries} retries, ~${cost:.4f}"
+
+    progress = Progress(label or f"LLM {models}", len(jobs), unit="requests", extra=so_far)
+
+    async def counted(job: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await job()
+        finally:
+            progress.advance()
 
     async def _main() -> list[T]:
         try:
-            return list(await asyncio.gather(*(job() for job in jobs)))
+            return list(await asyncio.gather(*(counted(job) for job in jobs)))
         finally:
             for client in clients:
                 await client.aclose()
