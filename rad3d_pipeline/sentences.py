@@ -19,8 +19,6 @@ import re
 from typing import Any
 
 import pandas as pd
-import spacy
-from spacy.language import Language
 
 from rad3d_pipeline.measurements import FLAG_KINDS, LENGTH_KINDS, find_all_measurements
 
@@ -73,14 +71,22 @@ def _rule_sentence_starts(doc: Any) -> Any:
     return doc
 
 
-if not Language.has_factory("rad3d_sentence_rules"):
-    Language.component("rad3d_sentence_rules")(_rule_sentence_starts)
+def _register_rules() -> None:
+    """The rules as a spaCy component (spaCy is imported here, not when the module loads: code locations
+    and run processes import this module without segmenting anything)."""
+    from spacy.language import Language
+
+    if not Language.has_factory("rad3d_sentence_rules"):
+        Language.component("rad3d_sentence_rules")(_rule_sentence_starts)
 
 
 class SentenceSplitter:
     """Sentence segmentation; built once and reused (spaCy pipelines are costly to load)."""
 
     def __init__(self, prefer_scispacy: bool = True) -> None:
+        import spacy
+
+        _register_rules()
         if prefer_scispacy and spacy.util.is_package(SCISPACY_MODEL):
             self.nlp = spacy.load(SCISPACY_MODEL, disable=["ner", "lemmatizer"])
             self.splitter_name = f"scispacy:{SCISPACY_MODEL}"

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import spacy
 
 from rad3d_pipeline.release import write_csv
 
@@ -61,6 +60,8 @@ PATHOLOGIES: tuple[str, ...] = (
 @cache
 def entity_pipeline() -> tuple[Any, str]:
     """(spaCy pipeline, name): scispaCy's NER model when installed, else the lexicon ruler."""
+    import spacy  # imported on use: loading the code location must stay cheap
+
     if spacy.util.is_package(SCISPACY_NER):
         return spacy.load(SCISPACY_NER), f"scispacy:{SCISPACY_NER}"
     nlp = spacy.blank("en")
