@@ -14,6 +14,12 @@ a body that is not JSON, a JSON body cut off, an ``error`` object, no ``choices`
 failure rate makes some prompts (chosen by their hash) always fail. ``api_key`` and
 ``known_models`` make it answer 401 and 404 (model not found) as hosted APIs do. Counts requests,
 the injected faults by kind, the prompts per template, and the largest number in flight.
+
+Usage figures are counted as an OpenAI-style tokenizer would, roughly (:func:`count_tokens`: about 4
+characters per token on English): each run of letters is one token per started 5 letters, each group
+of up to 3 digits one token, each run of other non-space characters one token; a prompt adds 3 tokens
+per message and 3 for the reply (OpenAI's chat format). ``token_counter`` replaces the rule (e.g. a
+real tokenizer). The prompt tokens of each distinct prompt are kept in ``prompt_tokens_by_digest``.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import struct
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,6 +50,24 @@ SCORE_NAMES = (
 )
 LOCATION = re.compile(r"\b(right|left) (upper|middle|lower) lobe\b", re.IGNORECASE)
 MEASURE = re.compile(r"(\d+(?:\.\d+)?(?:\s*[x×]\s*\d+(?:\.\d+)?)?)\s*(mm|cm)\b", re.IGNORECASE)
+TOKEN_PIECE = re.compile(r"[A-Za-z]+|\d{1,3}|[^\sA-Za-z\d]+")
+MESSAGE_TOKENS = 3  # per message, and for the reply (OpenAI's chat format)
+
+
+def count_tokens(text: str) -> int:
+    """A BPE-like token count (about 4 characters per token on English, as OpenAI's tokenizers)."""
+    return sum(-(-len(p) // 5) if p[0].isalpha() else 1 for p in TOKEN_PIECE.findall(text))
+
+
+def _content(message: dict[str, Any]) -> str:
+    content = message.get("content", "")
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return str(content)
+
+
+def prompt_token_count(messages: list[dict[str, Any]], counter: Callable[[str], int] = count_tokens) -> int:
+    return sum(counter(_content(m)) for m in messages) + MESSAGE_TOKENS * len(messages) + MESSAGE_TOKENS
 
 
 TRANSIENT_KINDS: tuple[str, ...] = (
@@ -120,6 +145,10 @@ class ServerState:
     batch_polls_before_done: int = 1
     lock: threading.Lock = field(default_factory=threading.Lock)
     rng: random.Random = field(default_factory=lambda: random.Random(0))
+    token_counter: Callable[[str], int] = count_tokens  # usage figures (see the module docstring)
+    prompt_tokens: int = 0  # usage reported in replies sent
+    completion_tokens: int = 0
+    prompt_tokens_by_digest: dict[str, int] = field(default_factory=dict)
 
 
 def _scores(user: str, model: str) -> dict[str, int]:
@@ -341,6 +370,7 @@ def make_handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
                 item = json.loads(line)
                 req = item["body"]
                 text = reply_text(state, req.get("messages", []), str(req.get("model", "")))
+                prompt_tokens = prompt_token_count(req.get("messages", []), state.token_counter)
                 with state.lock:
                     state.requests += 1
                     if state.rng.random() < state.faults.rate_malformed:
@@ -353,7 +383,10 @@ def make_handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
                                 "status_code": 200,
                                 "body": {
                                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
-                                    "usage": {"prompt_tokens": 10, "completion_tokens": len(text.split())},
+                                    "usage": {
+                                        "prompt_tokens": prompt_tokens,
+                                        "completion_tokens": state.token_counter(text),
+                                    },
                                 },
                             },
                         }
@@ -396,6 +429,10 @@ def make_handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
             self.connection.close()
 
         def _completion(self, model: str, text: str, finish: str = "stop", prompt_tokens: int = 0) -> dict[str, Any]:
+            completion_tokens = state.token_counter(text)
+            with state.lock:
+                state.prompt_tokens += prompt_tokens
+                state.completion_tokens += completion_tokens
             return {
                 "id": "chatcmpl-test",
                 "object": "chat.completion",
@@ -404,8 +441,8 @@ def make_handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
                 "usage": {
                     "prompt_tokens": prompt_tokens,
-                    "completion_tokens": len(text.split()),
-                    "total_tokens": prompt_tokens + len(text.split()),
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
                 },
             }
 
@@ -498,7 +535,9 @@ def make_handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
                     text = ""
                 if kind == "length":
                     text, finish = text[: max(1, len(text) // 2)], "length"
-                prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
+                prompt_tokens = prompt_token_count(messages, state.token_counter)
+                with state.lock:
+                    state.prompt_tokens_by_digest[digest] = prompt_tokens
                 data = json.dumps(self._completion(model, text, finish, prompt_tokens)).encode()
                 if kind == "cut_json":
                     self._send_raw(200, data[: len(data) // 2], "application/json")
@@ -552,6 +591,7 @@ class LocalLlmServer:
         reply_format: str = "scripted",
         api_key: str | None = None,
         known_models: set[str] | None = None,
+        token_counter: Callable[[str], int] = count_tokens,
     ) -> None:
         if reply_format not in {"scripted", "json", "paper"}:
             raise ValueError(f"reply_format={reply_format!r}: scripted, json or paper")
@@ -561,6 +601,7 @@ class LocalLlmServer:
             reply_format=reply_format,
             api_key=api_key,
             known_models=known_models,
+            token_counter=token_counter,
         )
         self.state.rng = random.Random(self.state.faults.seed)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self.state))

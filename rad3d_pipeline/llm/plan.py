@@ -1,0 +1,842 @@
+"""What the LLM stages would send and cost, sending nothing (``rad3d build --plan``, the ``llm_plan`` asset).
+
+The plan runs the stages' own code (:mod:`rad3d_pipeline.open_qa_llm`, the consistency sample, the
+curation) with a :class:`PlanningClient`: a client that answers from the response cache only and
+records every request the stage asks for. So a planned request has the very cache key the build
+would compute, and "cached" means exactly what the build would read from the cache:
+
+- a request is **cached** when its chain of cached attempts ends in a reply that parses (a cached
+  reject is followed by its next attempt, as the client does); its parsed value feeds the next
+  stage of the plan exactly as it will feed the build;
+- a request is **to send** when the chain reaches an attempt that is not cached: that attempt is
+  the first HTTP request the build will send for it (retries of unparsable replies are not
+  planned: they cannot be known before the reply);
+- a request another stage of the same plan sends first is **shared** (the build finds it cached).
+
+Where a stage's inputs do not exist yet (scores of candidates not generated, curated QA of
+candidates not scored), its figures are **estimates** (``estimate: true``):
+
+- candidates of a generation request not cached: the rules backend's (question, answer) pairs and
+  rows on the same reports and sentences, per task and shard, counting only pairs no earlier shard
+  made (the scoring stage asks each distinct pair once), times the share of the shard's requests not
+  cached; scaled by the model's own pairs (and rows) over the rules' on the shards whose generation
+  is all cached, when there are any;
+- consistency judges: the task-proportional sample is min(sample size, candidate rows); its distinct
+  pairs are the candidates' distinct pairs times (sample / rows);
+- the spatial judge: the distinct pairs of all candidates times the keep share of the curation
+  (measured on the cached scores where there are any, else ``DEFAULT_KEEP_SHARE``);
+- the prompt tokens of an estimated request: the mean over the same template rendered with the
+  rules backend's pairs.
+
+Prompt tokens are counted on the rendered messages: with a ``tokenizers`` tokenizer file when one is
+configured (``RAD3D_TOKENIZER``; the content's tokens plus ``MESSAGE_OVERHEAD`` per message and
+``REPLY_OVERHEAD``, OpenAI's chat format), else characters / chars-per-token, calibrated per model on
+the cache's usage figures (prompt characters over prompt tokens of its cached replies; a model
+without cached replies takes the ratio over every cached reply; ``DEFAULT_CHARS_PER_TOKEN`` when the
+cache has none). Completion tokens: the mean of the cached replies of the
+template, else ``DEFAULT_COMPLETION_TOKENS``. Cost: the endpoint's prices per million tokens; the
+Batch API at ``BATCH_DISCOUNT`` of it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+
+from rad3d_pipeline.curation import CurationSettings, curate
+from rad3d_pipeline.errors import InputFileError
+from rad3d_pipeline.judges import sample_for_consistency
+from rad3d_pipeline.llm.cache import ResponseCache, request_key
+from rad3d_pipeline.llm.client import EndpointConfig, LlmClient, Outcome, run_all, template_name
+from rad3d_pipeline.llm.parsers import ParseError
+from rad3d_pipeline.llm.prompts import load_template, starters_for
+from rad3d_pipeline.open_qa import candidates_frame
+from rad3d_pipeline.open_qa_llm import generate_task3, generate_task12, score_candidates, stage1_sentences_llm
+from rad3d_pipeline.patients import shard_column
+from rad3d_pipeline.rules_backend import MODEL as RULES_MODEL
+from rad3d_pipeline.rules_backend import generate_rules
+
+T = TypeVar("T")
+
+DEFAULT_CHARS_PER_TOKEN = 4.0
+MESSAGE_OVERHEAD = 3  # tokens per chat message (OpenAI's chat format), with a tokenizer file
+REPLY_OVERHEAD = 3  # tokens priming the reply
+BATCH_DISCOUNT = 0.5  # the Batch API's price, as a share of the ordinary one
+DEFAULT_KEEP_SHARE = 0.5  # share of scored pairs the curation keeps, before any score is cached
+# Completion tokens per reply of each template, before any reply of it is cached.
+DEFAULT_COMPLETION_TOKENS: dict[str, int] = {
+    "task12": 250,
+    "task3_stage1": 120,
+    "task3_stage2": 50,
+    "scoring": 80,
+    "spatial_judge": 25,
+}
+STAGES: tuple[str, ...] = ("qa_candidates", "qa_scores", "scoring_consistency", "spatial_qa")
+STAGE_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "qa_candidates": ("task12", "task3_stage1", "task3_stage2"),
+    "qa_scores": ("scoring",),
+    "scoring_consistency": ("scoring",),
+    "spatial_qa": ("spatial_judge",),
+}
+NOT_CACHED = "planned"  # the error kind of a planned request's outcome (nothing is sent)
+
+
+# --------------------------------------------------------------------------- token counting
+
+
+def message_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else ""
+
+
+def prompt_chars(messages: Sequence[dict[str, Any]]) -> int:
+    return sum(len(message_text(m)) for m in messages)
+
+
+@dataclass(frozen=True)
+class CacheUsage:
+    """What the cache's usage figures say: chars per prompt token per model, completion tokens per template."""
+
+    chars_per_token: dict[str, float] = field(default_factory=dict)
+    completion_mean: dict[str, float] = field(default_factory=dict)
+    replies: int = 0
+    overall_chars_per_token: float | None = None  # over every model's cached replies
+
+
+def cache_usage(path: Path) -> CacheUsage:
+    """Read once from the cache database (read-only); an absent cache gives the defaults."""
+    if not path.is_file():
+        return CacheUsage()
+    chars: dict[str, int] = {}
+    tokens: dict[str, int] = {}
+    completion: dict[str, list[int]] = {}
+    replies = 0
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
+    try:
+        rows = conn.execute("SELECT model, prompt_tokens, completion_tokens, request FROM replies")
+        for model, prompt_tokens, completion_tokens, request in rows:
+            replies += 1
+            try:
+                parsed = json.loads(request)
+            except (TypeError, ValueError):
+                continue
+            if int(prompt_tokens or 0) > 0:
+                chars[model] = chars.get(model, 0) + prompt_chars(parsed.get("messages") or [])
+                tokens[model] = tokens.get(model, 0) + int(prompt_tokens)
+            if int(completion_tokens or 0) > 0:
+                name = template_name(str(parsed.get("template_version", "")))
+                completion.setdefault(name, []).append(int(completion_tokens))
+    finally:
+        conn.close()
+    all_chars, all_tokens = sum(chars.values()), sum(tokens.values())
+    return CacheUsage(
+        {m: chars[m] / tokens[m] for m in tokens if tokens[m] > 0 and chars[m] > 0},
+        {name: sum(v) / len(v) for name, v in completion.items()},
+        replies,
+        all_chars / all_tokens if all_chars > 0 and all_tokens > 0 else None,
+    )
+
+
+class TokenizerFileError(InputFileError):
+    """The configured tokenizer file is missing or unreadable (one line, no traceback)."""
+
+
+class TokenCounter:
+    """Prompt tokens of rendered messages: a tokenizer file, else the calibrated chars-per-token rule."""
+
+    def __init__(self, usage: CacheUsage, tokenizer_file: str | None = None) -> None:
+        self.usage = usage
+        self.tokenizer_file = tokenizer_file
+        self._tokenizer: Any = None
+        if tokenizer_file:
+            if not Path(tokenizer_file).is_file():
+                raise TokenizerFileError(f"RAD3D_TOKENIZER={tokenizer_file}: no such tokenizer file")
+            try:
+                from tokenizers import Tokenizer
+            except ImportError:
+                raise TokenizerFileError(
+                    f"RAD3D_TOKENIZER={tokenizer_file}: the 'tokenizers' package is not installed"
+                ) from None
+            try:
+                self._tokenizer = Tokenizer.from_file(tokenizer_file)
+            except Exception as exc:  # the package's own parse error of a file that is not a tokenizer.json
+                message = " ".join(str(exc).split())[:200]
+                raise TokenizerFileError(
+                    f"RAD3D_TOKENIZER={tokenizer_file}: not a tokenizer.json ({message})"
+                ) from None
+            self._tokenizer.no_truncation()
+            self._tokenizer.no_padding()
+
+    def chars_per_token(self, model: str) -> float:
+        """The model's own ratio, else the whole cache's, else the default (an empty cache)."""
+        if model in self.usage.chars_per_token:
+            return self.usage.chars_per_token[model]
+        return self.usage.overall_chars_per_token or DEFAULT_CHARS_PER_TOKEN
+
+    def rule(self, model: str) -> str:
+        if self._tokenizer is not None:
+            return f"tokenizer {self.tokenizer_file}"
+        if model in self.usage.chars_per_token:
+            return f"{self.chars_per_token(model):.3f} chars/token (calibrated on this model's cached replies)"
+        if self.usage.overall_chars_per_token:
+            return f"{self.chars_per_token(model):.3f} chars/token (calibrated on every cached reply)"
+        return f"{DEFAULT_CHARS_PER_TOKEN} chars/token (default: the cache has no usage figures)"
+
+    def count(self, model: str, messages: Sequence[dict[str, Any]]) -> float:
+        if self._tokenizer is not None:
+            texts = [message_text(m) for m in messages]
+            encoded = self._tokenizer.encode_batch(texts, add_special_tokens=False)
+            return float(sum(len(e.ids) for e in encoded) + MESSAGE_OVERHEAD * len(messages) + REPLY_OVERHEAD)
+        return prompt_chars(messages) / self.chars_per_token(model)
+
+    def completion(self, template: str) -> float:
+        return self.usage.completion_mean.get(template, float(DEFAULT_COMPLETION_TOKENS.get(template, 100)))
+
+
+# --------------------------------------------------------------------------- the plan's figures
+
+
+@dataclass
+class Line:
+    """One stage x backend x model of the plan."""
+
+    stage: str
+    backend: str
+    model: str
+    price_prompt_per_1m: float = 0.0
+    price_completion_per_1m: float = 0.0
+    requests: float = 0.0
+    cached: float = 0.0
+    shared: float = 0.0
+    prompt_tokens: float = 0.0
+    completion_tokens: float = 0.0
+    estimate: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def cost_usd(self) -> float:
+        return (
+            self.prompt_tokens * self.price_prompt_per_1m + self.completion_tokens * self.price_completion_per_1m
+        ) / 1e6
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "model": self.model,
+            "requests": round(self.requests),
+            "cached": round(self.cached),
+            "shared_with_earlier_stage": round(self.shared),
+            "prompt_tokens": round(self.prompt_tokens),
+            "completion_tokens": round(self.completion_tokens),
+            "cost_usd": round(self.cost_usd, 6),
+            "cost_usd_batch": round(self.cost_usd * BATCH_DISCOUNT, 6),
+            "estimate": self.estimate,
+            "notes": list(dict.fromkeys(self.notes)),
+        }
+
+
+@dataclass
+class Recorder:
+    """The plan's request ledger: which stage sends each key first, and each line's figures."""
+
+    counter: TokenCounter
+    lines: dict[tuple[str, str, str], Line] = field(default_factory=dict)
+    sender: dict[str, str] = field(default_factory=dict)  # request key (the attempt to send) -> stage
+    cached_keys: dict[str, set[str]] = field(default_factory=dict)  # stage -> first keys found cached
+    by_stage_keys: dict[str, set[str]] = field(default_factory=dict)  # stage -> keys it sends or shares
+
+    def line(self, stage: str, backend: str, endpoint: EndpointConfig | None, model: str = "") -> Line:
+        name = endpoint.model if endpoint is not None else model
+        key = (stage, backend, name)
+        if key not in self.lines:
+            self.lines[key] = Line(
+                stage,
+                backend,
+                name,
+                endpoint.price_prompt_per_1m if endpoint is not None else 0.0,
+                endpoint.price_completion_per_1m if endpoint is not None else 0.0,
+            )
+        return self.lines[key]
+
+    def cached(self, stage: str, endpoint: EndpointConfig, first_key: str) -> None:
+        seen = self.cached_keys.setdefault(stage, set())
+        if first_key not in seen:
+            seen.add(first_key)
+            self.line(stage, "openai", endpoint).cached += 1
+
+    def to_send(
+        self, stage: str, endpoint: EndpointConfig, key: str, messages: list[dict[str, Any]], template: str
+    ) -> bool:
+        """Record a request to send; False when this stage already counted it."""
+        mine = self.by_stage_keys.setdefault(stage, set())
+        if key in mine:
+            return False
+        mine.add(key)
+        line = self.line(stage, "openai", endpoint)
+        if key in self.sender:
+            line.shared += 1
+            return True
+        self.sender[key] = stage
+        line.requests += 1
+        line.prompt_tokens += self.counter.count(endpoint.model, messages)
+        line.completion_tokens += self.counter.completion(template)
+        return True
+
+
+class PlanningClient(LlmClient):
+    """A client that never sends: it answers from the cache and records what the build would send."""
+
+    def __init__(self, endpoint: EndpointConfig, cache: ResponseCache, recorder: Recorder, stage: str) -> None:
+        super().__init__(replace(endpoint, batch=False), cache)
+        self.recorder = recorder
+        self.stage = stage
+        self.config = endpoint
+        self.new_requests = 0  # requests newly recorded as to send (or shared) by this client
+        self.cached_hits = 0  # requests answered by the cache
+
+    async def complete_parsed(
+        self, messages: list[dict[str, Any]], parse: Callable[[str], T], *, template_version: str
+    ) -> Outcome[T]:
+        name = template_name(template_version)
+        params = self.endpoint.sampling_params(name)
+        model = self.endpoint.model
+        first_key = request_key(model, messages, params, template_version, 0)
+        attempt = 0
+        while True:
+            key = first_key if attempt == 0 else request_key(model, messages, params, template_version, attempt)
+            got = self.cache.get(key)
+            if got is None:
+                if self.recorder.to_send(self.stage, self.config, key, messages, name):
+                    self.new_requests += 1
+                return Outcome(None, first_key, error="not cached: the build sends it", error_kind=NOT_CACHED)
+            if got.finish_reason != "length":
+                try:
+                    value = parse(got.text)
+                except ParseError:
+                    pass
+                else:
+                    self.recorder.cached(self.stage, self.config, first_key)
+                    self.cached_hits += 1
+                    return Outcome(value, first_key)
+            attempt += 1
+
+
+# --------------------------------------------------------------------------- inputs and settings
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    backend: str  # openai | rules (resolved)
+    generator: EndpointConfig
+    scorer: EndpointConfig
+    spatial: EndpointConfig
+    judges: tuple[tuple[str, EndpointConfig], ...] = ()  # LLM judges (the offline ones make no request)
+    offline_judges: tuple[str, ...] = ()
+    task3_stage1: str = "sentences"
+    seed: int = 0
+    n_shards: int = 16
+    consistency_sample: int = 600
+    curation: CurationSettings = field(default_factory=CurationSettings)
+    tokenizer: str | None = None
+
+
+@dataclass
+class PlanInputs:
+    """What the selected stages would read. A run is (tasks, shards) of one qa_candidates/qa_scores run."""
+
+    reports: pd.DataFrame
+    sentences: pd.DataFrame
+    generation_runs: list[tuple[set[int], set[str]]] = field(default_factory=list)
+    scoring_runs: list[tuple[set[int], set[str]]] = field(default_factory=list)
+    consistency: bool = False
+    spatial: bool = False
+    candidates_table: pd.DataFrame | None = None  # qa_candidates as built (every partition), if any
+    scores_table: pd.DataFrame | None = None  # qa_scores as built, if any
+    curated_table: pd.DataFrame | None = None  # curated_qa as built, when the plan does not rebuild it
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LlmPlan:
+    backend: str
+    lines: list[Line]
+    stages: list[str]
+    token_rules: dict[str, str]
+    notes: list[str] = field(default_factory=list)
+
+    def stage_dict(self, stage: str) -> dict[str, Any]:
+        mine = [line for line in self.lines if line.stage == stage]
+        rows = [line.as_dict() for line in mine]
+        total = sum(line.cost_usd for line in mine)
+        return {
+            "requests": sum(r["requests"] for r in rows),
+            "cached": sum(r["cached"] for r in rows),
+            "shared_with_earlier_stage": sum(r["shared_with_earlier_stage"] for r in rows),
+            "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
+            "completion_tokens": sum(r["completion_tokens"] for r in rows),
+            "cost_usd": round(total, 6),
+            "cost_usd_batch": round(total * BATCH_DISCOUNT, 6),
+            "estimate": any(line.estimate for line in mine),
+            "by_model": rows,
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        stages = {stage: self.stage_dict(stage) for stage in self.stages}
+        total = sum(line.cost_usd for line in self.lines)
+        return {
+            "backend": self.backend,
+            "stages": stages,
+            "total": {
+                "requests": sum(s["requests"] for s in stages.values()),
+                "cached": sum(s["cached"] for s in stages.values()),
+                "prompt_tokens": sum(s["prompt_tokens"] for s in stages.values()),
+                "completion_tokens": sum(s["completion_tokens"] for s in stages.values()),
+                "cost_usd": round(total, 6),
+                "cost_usd_batch": round(total * BATCH_DISCOUNT, 6),
+                "estimate": any(s["estimate"] for s in stages.values()),
+            },
+            "token_counting": self.token_rules,
+            "batch_discount": BATCH_DISCOUNT,
+            "notes": self.notes,
+        }
+
+    def table(self) -> str:
+        """The plan as a text table (one line per stage x model, then the total)."""
+        head = (
+            f"{'stage':<20} {'backend/model':<28} {'to send':>9} {'cached':>8} {'prompt tok':>11} "
+            f"{'compl tok':>10} {'cost USD':>10} {'batch USD':>10}"
+        )
+        out = [head, "-" * len(head)]
+        for stage in self.stages:
+            mine = [line for line in self.lines if line.stage == stage]
+            if not mine:
+                out.append(f"{stage:<20} {'(no LLM request)':<28}")
+            for line in mine:
+                d = line.as_dict()
+                mark = "~" if line.estimate else ""
+                sent = f"{mark}{d['requests']:,}"
+                shared = f" (+{d['shared_with_earlier_stage']} shared)" if d["shared_with_earlier_stage"] else ""
+                out.append(
+                    f"{stage:<20} {(line.backend + '/' + line.model)[:28]:<28} {sent:>9} {d['cached']:>8,} "
+                    f"{mark + format(d['prompt_tokens'], ','):>11} {mark + format(d['completion_tokens'], ','):>10} "
+                    f"{d['cost_usd']:>10.4f} {d['cost_usd_batch']:>10.4f}{shared}"
+                )
+        total = self.as_dict()["total"]
+        out.append("-" * len(head))
+        out.append(
+            f"{'total':<20} {'':<28} {total['requests']:>9,} {total['cached']:>8,} {total['prompt_tokens']:>11,} "
+            f"{total['completion_tokens']:>10,} {total['cost_usd']:>10.4f} {total['cost_usd_batch']:>10.4f}"
+        )
+        if any(line.estimate for line in self.lines):
+            out.append("~ = ESTIMATE: depends on LLM replies not cached yet (see docs/plan.md)")
+        for model, rule in self.token_rules.items():
+            out.append(f"tokens of {model}: {rule}")
+        out += [f"note: {n}" for n in self.notes]
+        return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- the planner
+
+
+def _pairs(frame: pd.DataFrame) -> set[tuple[str, str]]:
+    if frame.empty:
+        return set()
+    return set(zip(frame["question"].astype(str), frame["answer"].astype(str), strict=True))
+
+
+def _shards(frame: pd.DataFrame, n_shards: int) -> pd.Series:
+    if frame.empty:
+        return pd.Series([], dtype="object")
+    return shard_column(frame["patient_id"].astype(str), n_shards)
+
+
+def _in_partitions(frame: pd.DataFrame, parts: set[tuple[int, str]], n_shards: int) -> pd.DataFrame:
+    if frame.empty or not parts:
+        return frame.iloc[0:0]
+    keys = list(zip(frame["task"].astype(int), _shards(frame, n_shards), strict=True))
+    return frame.loc[[k in parts for k in keys]].reset_index(drop=True)
+
+
+@dataclass
+class _Estimate:
+    """Candidates not known yet (their generation request is not cached), per (task, shard)."""
+
+    pairs: dict[tuple[int, str], float] = field(default_factory=dict)
+    rows: dict[tuple[int, str], float] = field(default_factory=dict)
+
+    def add(self, part: tuple[int, str], pairs: float, rows: float) -> None:
+        self.pairs[part] = self.pairs.get(part, 0.0) + pairs
+        self.rows[part] = self.rows.get(part, 0.0) + rows
+
+    def total_pairs(self, parts: Iterable[tuple[int, str]] | None = None) -> float:
+        return sum(v for k, v in self.pairs.items() if parts is None or k in set(parts))
+
+    def total_rows(self) -> float:
+        return sum(self.rows.values())
+
+
+class Planner:
+    def __init__(self, config: PlanConfig, cache: ResponseCache, inputs: PlanInputs) -> None:
+        self.config = config
+        self.cache = cache
+        self.inputs = inputs
+        self.counter = TokenCounter(cache_usage(cache.path), config.tokenizer)
+        self.recorder = Recorder(self.counter)
+        self.known = candidates_frame([])  # candidates of the planned partitions, from cached replies
+        self.generated: set[tuple[int, str]] = set()  # partitions the plan generates
+        self.estimate = _Estimate()
+        self.scores = pd.DataFrame()  # scores from cached replies (planned scoring)
+        self.scored: set[tuple[int, str]] = set()
+        self.notes = list(inputs.notes)
+        self._proxy_pairs: list[tuple[str, str]] = []
+        self._rules_seen: dict[int, set[tuple[str, str]]] = {}  # the proxy's pairs of shards planned so far
+        # per task: the model's pairs and the rules' pairs, rows, rows on fully cached shards
+        self._calibration: dict[int, list[Any]] = {}
+
+    # the rules backend as the proxy of candidates not generated yet
+    def _rules(self, reports: pd.DataFrame, sentences: pd.DataFrame, tasks: set[int]) -> pd.DataFrame:
+        starters = {str(v): starters_for(self.config.seed, str(v)) for v in reports["VolumeName"]}
+        frame = candidates_frame(generate_rules(sentences, reports, starters, tasks))
+        self._proxy_pairs += sorted(_pairs(frame))[:200]
+        return frame
+
+    def _measured(self, sentences: pd.DataFrame) -> pd.DataFrame:
+        return sentences.loc[sentences["has_measurement"].astype(bool) & (sentences["section"] == "findings")]
+
+    def plan_generation(self) -> None:
+        cfg = self.config
+        reports_all = self.inputs.reports
+        shard_of_report = _shards(reports_all, cfg.n_shards)
+        for tasks, shards in self.inputs.generation_runs:
+            run_reports = reports_all.loc[shard_of_report.isin(shards).to_numpy()].reset_index(drop=True)
+            run_sentences = self.inputs.sentences.loc[
+                self.inputs.sentences["VolumeName"].isin(set(run_reports["VolumeName"]))
+            ]
+            self.generated |= {(t, s) for t in tasks for s in shards}
+            if run_reports.empty:
+                continue
+            proxy = self._rules(run_reports, run_sentences, tasks)
+            measured_all = self._measured(run_sentences)
+            distinct_sentences = max(1, measured_all["text"].nunique())
+            run_shards = _shards(run_reports, cfg.n_shards)
+            for shard in sorted(shards):
+                reports = run_reports.loc[(run_shards == shard).to_numpy()].reset_index(drop=True)
+                if reports.empty:
+                    continue
+                sentences = run_sentences.loc[run_sentences["VolumeName"].isin(set(reports["VolumeName"]))]
+                proxy_shard = proxy.loc[proxy["VolumeName"].isin(set(reports["VolumeName"]))]
+                if tasks & {1, 2}:
+                    client = PlanningClient(cfg.generator, self.cache, self.recorder, "qa_candidates")
+                    result = generate_task12(client, reports, tasks, cfg.seed)
+                    self._add_known(result.candidates)
+                    asked = len(reports[["Findings_EN", "Impressions_EN"]].drop_duplicates())
+                    for task in sorted(tasks & {1, 2}):
+                        self._estimate_shard(task, shard, proxy_shard, asked, client, result.candidates)
+                if 3 in tasks:
+                    client = PlanningClient(cfg.generator, self.cache, self.recorder, "qa_candidates")
+                    if cfg.task3_stage1 == "llm":
+                        measured, _ = stage1_sentences_llm(client, reports)
+                        unknown = client.new_requests  # stage-1 requests not cached: their sentences are not known
+                        if unknown:
+                            per_findings = distinct_sentences / max(1, run_reports["Findings_EN"].nunique())
+                            line = self.recorder.line("qa_candidates", "openai", cfg.generator)
+                            extra = unknown * per_findings
+                            line.requests += extra
+                            line.prompt_tokens += extra * self._proxy_tokens("task3_stage2", cfg.generator.model)
+                            line.completion_tokens += extra * self.counter.completion("task3_stage2")
+                            line.estimate = True
+                            line.notes.append(
+                                "Task 3 stage-2 requests of stage-1 replies not cached yet: estimated from the "
+                                "measurement sentences of report_sentences"
+                            )
+                            of_task = proxy[proxy["task"] == 3]
+                            self.estimate.add(
+                                (3, shard),
+                                extra * len(_pairs(of_task)) / distinct_sentences,
+                                extra * len(of_task) / distinct_sentences,
+                            )
+                        client.new_requests = 0
+                    else:
+                        measured = self._measured(sentences)
+                    client.cached_hits = 0
+                    result = generate_task3(client, measured, reports)
+                    self._add_known(result.candidates)
+                    asked = int(measured["text"].nunique()) if len(measured) else 0
+                    self._estimate_shard(3, shard, proxy_shard, asked, client, result.candidates)
+        self._calibrate()
+        if self.inputs.generation_runs:
+            self.recorder.line("qa_candidates", "openai", cfg.generator)
+        if self.estimate.total_pairs() > 0:
+            self.notes.append(
+                "candidates of generation requests not cached yet are estimated with the rules backend's "
+                "new distinct pairs on the same reports (scoring, judges and the spatial judge are ESTIMATES)"
+            )
+
+    def _estimate_shard(
+        self, task: int, shard: str, proxy: pd.DataFrame, asked: int, client: PlanningClient, known: list[Any]
+    ) -> None:
+        """The candidates of one shard's generation requests not cached, in the rules backend's terms: its
+        distinct pairs not made by an earlier shard, times the share of the shard's requests not cached."""
+        of_task = proxy[proxy["task"] == task]
+        pairs = _pairs(of_task)
+        seen = self._rules_seen.setdefault(task, set())
+        fresh = pairs - seen
+        seen |= pairs
+        if asked <= 0:
+            return
+        if client.cached_hits >= asked and client.new_requests == 0:  # all cached: calibrates the proxy
+            frame = candidates_frame([c for c in known if c.task == task])
+            self._calibration.setdefault(task, [set(), set(), 0, 0])
+            llm_pairs, rules_pairs, _, _ = self._calibration[task]
+            llm_pairs |= _pairs(frame)
+            rules_pairs |= pairs
+            self._calibration[task][2] += len(frame)
+            self._calibration[task][3] += len(of_task)
+            return
+        share = min(1.0, client.new_requests / asked)
+        self.estimate.add((task, shard), share * len(fresh), share * len(of_task))
+
+    def _calibrate(self) -> None:
+        """Scale the rules proxy by the model's own pairs and rows over the rules' on the cached shards."""
+        for task, (llm_pairs, rules_pairs, llm_rows, rules_rows) in sorted(self._calibration.items()):
+            if not rules_pairs or not rules_rows:
+                continue
+            pair_factor, row_factor = len(llm_pairs) / len(rules_pairs), llm_rows / rules_rows
+            for part in [p for p in self.estimate.pairs if p[0] == task]:
+                self.estimate.pairs[part] *= pair_factor
+                self.estimate.rows[part] *= row_factor
+            self.notes.append(
+                f"Task {task}: the rules proxy scaled by the cached shards' model/rules ratio "
+                f"({pair_factor:.2f} pairs, {row_factor:.2f} rows)"
+            )
+        self._calibration.clear()
+
+    def _add_known(self, candidates: list[Any]) -> None:
+        frame = candidates_frame(candidates)
+        self.known = pd.concat([self.known, frame], ignore_index=True).drop_duplicates("qa_id").reset_index(drop=True)
+
+    def all_candidates(self) -> pd.DataFrame:
+        """Candidates as the downstream stages read them: planned partitions from the plan, others as built."""
+        table = self.inputs.candidates_table
+        if table is None or table.empty:
+            return self.known
+        keys = list(zip(table["task"].astype(int), _shards(table, self.config.n_shards), strict=True))
+        others = table.loc[[k not in self.generated for k in keys]]
+        return pd.concat([self.known, others], ignore_index=True).drop_duplicates("qa_id").reset_index(drop=True)
+
+    def _proxy_tokens(self, template: str, model: str) -> float:
+        """Mean prompt tokens of the template rendered with the rules backend's pairs (estimated requests)."""
+        t = load_template(template)
+        pairs = self._proxy_pairs[:200] or [("What is seen?", "Nothing")]
+        if template in ("scoring", "spatial_judge"):
+            counts = [self.counter.count(model, t.messages(Question=q, Answer=a)) for q, a in pairs]
+        elif template == "task3_stage2":
+            texts = self._measured(self.inputs.sentences)["text"].astype(str).head(200).tolist() or ["5 mm"]
+            counts = [self.counter.count(model, t.messages(Sentence=s)) for s in texts]
+        else:
+            counts = [self.counter.count(model, t.messages())]
+        return sum(counts) / len(counts)
+
+    def _add_estimated(
+        self, stage: str, endpoint: EndpointConfig, template: str, requests: float, cached: float = 0.0
+    ) -> None:
+        line = self.recorder.line(stage, "openai", endpoint)
+        line.estimate = True
+        if requests > 0:
+            line.requests += requests
+            line.prompt_tokens += requests * self._proxy_tokens(template, endpoint.model)
+            line.completion_tokens += requests * self.counter.completion(template)
+        line.cached += cached
+
+    def plan_scoring(self) -> None:
+        cfg = self.config
+        candidates = self.all_candidates()
+        frames = []
+        for tasks, shards in self.inputs.scoring_runs:
+            parts = {(t, s) for t in tasks for s in shards}
+            self.scored |= parts
+            run = _in_partitions(candidates, parts, cfg.n_shards)
+            client = PlanningClient(cfg.scorer, self.cache, self.recorder, "qa_scores")
+            self.recorder.line("qa_scores", "openai", cfg.scorer)
+            if len(run):
+                scores, _ = score_candidates(client, run)
+                frames.append(scores)
+            extra = self.estimate.total_pairs(parts)
+            if extra > 0:
+                self._add_estimated("qa_scores", cfg.scorer, "scoring", extra)
+        self.scores = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def _sample_scale(self, candidates: pd.DataFrame) -> float:
+        rows = len(candidates) + self.estimate.total_rows()
+        return min(1.0, self.config.consistency_sample / rows) if rows > 0 else 0.0
+
+    def plan_consistency(self) -> None:
+        cfg = self.config
+        candidates = self.all_candidates()
+        if not cfg.judges:
+            for name in cfg.offline_judges:
+                self.recorder.line("scoring_consistency", "offline", None, name)
+            if not cfg.offline_judges:
+                self.notes.append("scoring_consistency: no judges configured (RAD3D_JUDGES): no request")
+            return
+        extra_pairs = self.estimate.total_pairs()
+        for name, endpoint in cfg.judges:
+            if extra_pairs <= 0:
+                if candidates.empty:
+                    self.recorder.line("scoring_consistency", "openai", endpoint)
+                    continue
+                sample = sample_for_consistency(candidates, cfg.consistency_sample, cfg.seed)
+                score_candidates(PlanningClient(endpoint, self.cache, self.recorder, "scoring_consistency"), sample)
+                continue
+            # Candidates not all known: the known ones' cache state, scaled to the sample.
+            scratch = Recorder(self.counter, sender=dict(self.recorder.sender))
+            if len(candidates):
+                score_candidates(PlanningClient(endpoint, self.cache, scratch, "scoring_consistency"), candidates)
+            known = scratch.line("scoring_consistency", "openai", endpoint)
+            scale = self._sample_scale(candidates)
+            line = self.recorder.line("scoring_consistency", "openai", endpoint)
+            line.requests += known.requests * scale
+            line.shared += known.shared * scale
+            line.prompt_tokens += known.prompt_tokens * scale
+            line.completion_tokens += known.completion_tokens * scale
+            if self._asks_like_the_scorer(endpoint):  # the scorer sends these first: the judge finds them cached
+                line.estimate = True
+                line.shared += extra_pairs * scale
+                line.cached += known.cached * scale
+                line.notes.append(f"judge {name} is the scorer model: its requests are the scorer's")
+            else:
+                self._add_estimated(
+                    "scoring_consistency", endpoint, "scoring", extra_pairs * scale, known.cached * scale
+                )
+            line.notes.append(f"judge {name}: the sample's share of the candidates, {scale:.3f}, of their pairs")
+
+    def _asks_like_the_scorer(self, endpoint: EndpointConfig) -> bool:
+        """Whether a judge's scoring requests have the scorer's cache keys, and the plan scores first."""
+        scorer = self.config.scorer
+        return (
+            bool(self.inputs.scoring_runs)
+            and endpoint.model == scorer.model
+            and endpoint.sampling_params("scoring") == scorer.sampling_params("scoring")
+        )
+
+    def plan_spatial(self) -> None:
+        cfg = self.config
+        endpoint = cfg.spatial
+        self.recorder.line("spatial_qa", "openai", endpoint)
+        curated = self.inputs.curated_table
+        if curated is not None:
+            pairs = sorted(_pairs(curated.rename(columns={"Question": "question", "Answer": "answer"})))
+            self._spatial_requests(endpoint, pairs)
+            return
+        candidates = self.all_candidates()
+        scores = self._all_scores(candidates)
+        unscored = len(candidates) - len(scores)
+        extra = self.estimate.total_pairs()
+        if candidates.empty and extra <= 0:
+            return
+        known = candidates.loc[candidates["qa_id"].isin(set(scores["qa_id"]))] if len(scores) else candidates.iloc[0:0]
+        kept = curate(known, scores, cfg.curation) if len(known) else known
+        if unscored <= 0 and extra <= 0:
+            self._spatial_requests(endpoint, sorted(_pairs(kept)))
+            return
+        share = len(_pairs(kept)) / len(_pairs(known)) if len(known) else DEFAULT_KEEP_SHARE
+        # Kept pairs of scored candidates count in full; the pairs of candidates not scored yet count at the
+        # keep share (with their own cache state); candidates not generated yet, at the keep share too.
+        unscored_pairs = _pairs(candidates.loc[~candidates["qa_id"].isin(set(scores["qa_id"]))]) - _pairs(known)
+        line = self.recorder.line("spatial_qa", "openai", endpoint)
+        for group, scale in ((_pairs(kept), 1.0), (unscored_pairs, share)):
+            scratch = Recorder(self.counter, sender=dict(self.recorder.sender))
+            self._spatial_requests(endpoint, sorted(group), scratch)
+            part = scratch.line("spatial_qa", "openai", endpoint)
+            line.requests += part.requests * scale
+            line.cached += part.cached * scale
+            line.shared += part.shared * scale
+            line.prompt_tokens += part.prompt_tokens * scale
+            line.completion_tokens += part.completion_tokens * scale
+        self._add_estimated("spatial_qa", endpoint, "spatial_judge", extra * share)
+        source = "measured on the cached scores" if len(known) else "default"
+        self.recorder.line("spatial_qa", "openai", endpoint).notes.append(
+            f"curated pairs estimated: {share:.2f} of the candidates' pairs kept ({source})"
+        )
+
+    def _all_scores(self, candidates: pd.DataFrame) -> pd.DataFrame:
+        frames = [self.scores] if len(self.scores) else []
+        table = self.inputs.scores_table
+        if table is not None and len(table):
+            replanned = _in_partitions(candidates, self.scored, self.config.n_shards)["qa_id"]
+            frames.append(table.loc[~table["qa_id"].isin(set(replanned))])
+        if not frames:
+            return pd.DataFrame(columns=["qa_id"])
+        scores = pd.concat(frames, ignore_index=True).drop_duplicates("qa_id")
+        return scores.loc[scores["qa_id"].isin(set(candidates["qa_id"]))].reset_index(drop=True)
+
+    def _spatial_requests(
+        self, endpoint: EndpointConfig, pairs: list[tuple[str, str]], recorder: Recorder | None = None
+    ) -> None:
+        """The spatial judge's requests (the messages of assets/quality.py's ``_llm_spatial``)."""
+        from rad3d_pipeline.spatial import parse_spatial_judgement
+
+        template = load_template("spatial_judge")
+        client = PlanningClient(endpoint, self.cache, recorder or self.recorder, "spatial_qa")
+        jobs = [
+            (
+                lambda q=q, a=a: client.complete_parsed(
+                    template.messages(Question=q, Answer=a),
+                    parse_spatial_judgement,
+                    template_version=template.template_version,
+                )
+            )
+            for q, a in pairs
+        ]
+        run_all(jobs, [client])
+
+    def run(self, stages: Sequence[str]) -> LlmPlan:
+        cfg = self.config
+        if cfg.backend != "openai":
+            for stage in stages:
+                self.recorder.line(stage, "rules", None, RULES_MODEL)
+            return LlmPlan(
+                cfg.backend,
+                list(self.recorder.lines.values()),
+                list(stages),
+                {},
+                [
+                    *self.notes,
+                    "the rules backend sends no LLM request"
+                    + ("; the LLM judges of scoring_consistency are not planned with it" if cfg.judges else ""),
+                ],
+            )
+        if "qa_candidates" in stages:
+            self.plan_generation()
+        if "qa_scores" in stages:
+            self.plan_scoring()
+        if "scoring_consistency" in stages:
+            self.plan_consistency()
+        if "spatial_qa" in stages:
+            self.plan_spatial()
+        models = sorted({line.model for line in self.recorder.lines.values() if line.backend == "openai"})
+        rules = {m: self.counter.rule(m) for m in models}
+        return LlmPlan(cfg.backend, list(self.recorder.lines.values()), list(stages), rules, self.notes)
+
+
+def plan_llm(config: PlanConfig, cache: ResponseCache, inputs: PlanInputs, stages: Sequence[str]) -> LlmPlan:
+    """The plan of the given LLM stages (in build order); sends nothing."""
+    ordered = [s for s in STAGES if s in stages]
+    return Planner(config, cache, inputs).run(ordered)
+
+
+def write_plan(plan: LlmPlan, path: Path) -> Path:
+    """``plan.json`` atomically (temporary file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(plan.as_dict(), indent=2) + "\n")
+    tmp.replace(path)
+    return path

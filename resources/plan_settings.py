@@ -1,0 +1,16 @@
+"""Settings of the LLM plan (``rad3d build --plan``, the ``llm_plan`` asset): the tokenizer to count with."""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+
+class PlanSettings(ConfigurableResource):
+    """How the plan counts prompt tokens (see docs/plan.md)."""
+
+    tokenizer: str | None = Field(
+        default=None,
+        description="A tokenizer.json of the generator/scorer model (RAD3D_TOKENIZER), counted with the "
+        "'tokenizers' package; unset: characters per token, calibrated on the cache's usage figures.",
+    )
