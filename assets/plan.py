@@ -168,7 +168,7 @@ def plan_metadata(plan: LlmPlan) -> dict[str, object]:
     kinds={"openai", "json"},
     description="What the LLM stages of a full build (every partition) would send and cost, sending nothing: "
     "requests to send and cached per stage and model, estimated prompt and completion tokens, cost at the "
-    "configured and Batch prices (estimates marked). Also <out>/reports/plan.json; see docs/plan.md.",
+    "configured and Batch prices (estimates marked). Also `<out>/reports/plan.json`; see docs/plan.md.",
 )
 def llm_plan(
     context: AssetExecutionContext,

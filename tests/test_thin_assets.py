@@ -22,10 +22,6 @@ BLOCKING = {
     "release_schema_holds",
     "cap_holds",
 }
-# Bodies still over the rule, in modules this change could not edit; each may only shrink. Remove an
-# entry once its logic has moved into the core (the test fails when an entry is no longer needed).
-NOT_YET_THIN = {
-}
 # A placeholder the UI's Markdown would take for an HTML tag: <out>, <profile>, <model|task>, ...
 PLACEHOLDER = re.compile(r"<[A-Za-z_][\w|. -]*>")
 CODE_SPAN = re.compile(r"(`+).+?\1", re.DOTALL)
@@ -81,10 +77,8 @@ def test_every_asset_body_is_wiring() -> None:
         for name, n in asset_body_lengths(path.read_text(encoding="utf-8")).items():
             lengths[f"{path.name}:{name}"] = n
     assert len(lengths) >= 15, sorted(lengths)  # the parser finds the project's assets
-    fat = {name: n for name, n in lengths.items() if n > max(MAX_BODY_LINES, NOT_YET_THIN.get(name, 0))}
+    fat = {name: n for name, n in lengths.items() if n > MAX_BODY_LINES}
     assert not fat, f"asset bodies over {MAX_BODY_LINES} lines (move the logic into rad3d_pipeline/): {fat}"
-    thinned = sorted(name for name in NOT_YET_THIN if lengths.get(name, 0) <= MAX_BODY_LINES)
-    assert not thinned, f"{thinned} now follow the rule: remove them from NOT_YET_THIN"
 
 
 @pytest.fixture(scope="module")
