@@ -346,17 +346,27 @@ def _partition_label(run: PlannedRun) -> str:
     return run.start if run.start == run.end else f"{run.start}..{run.end}"
 
 
-def downstream_closure(defs: Definitions, keys: Iterable[AssetKey]) -> set[AssetKey]:
-    """The assets that depend on any of ``keys``, transitively (not including them)."""
+def _closure(defs: Definitions, keys: Iterable[AssetKey], downstream: bool) -> set[AssetKey]:
     graph = defs.resolve_asset_graph()
     todo = list(keys)
     seen: set[AssetKey] = set()
     while todo:
-        for child in graph.get(todo.pop()).child_keys:
-            if child not in seen:
-                seen.add(child)
-                todo.append(child)
+        node = graph.get(todo.pop())
+        for key in node.child_keys if downstream else node.parent_keys:
+            if key not in seen:
+                seen.add(key)
+                todo.append(key)
     return seen
+
+
+def downstream_closure(defs: Definitions, keys: Iterable[AssetKey]) -> set[AssetKey]:
+    """The assets that depend on any of ``keys``, transitively (not including them)."""
+    return _closure(defs, keys, downstream=True)
+
+
+def upstream_closure(defs: Definitions, keys: Iterable[AssetKey]) -> set[AssetKey]:
+    """The assets that ``keys`` depend on, transitively (not including them)."""
+    return _closure(defs, keys, downstream=False)
 
 
 def execute_plan(
@@ -446,19 +456,6 @@ def execute_plan(
             echo(f"    check failed ({check.severity.value}): {check.asset_key.to_user_string()} {check.check_name}")
         echo(f"    done in {time.perf_counter() - started:.1f} s (run {result.run_id[:8]})")
     return report
-
-
-def upstream_closure(defs: Definitions, keys: Iterable[AssetKey]) -> set[AssetKey]:
-    """The assets that ``keys`` depend on, transitively (not including them)."""
-    graph = defs.resolve_asset_graph()
-    todo = list(keys)
-    seen: set[AssetKey] = set()
-    while todo:
-        for parent in graph.get(todo.pop()).parent_keys:
-            if parent not in seen:
-                seen.add(parent)
-                todo.append(parent)
-    return seen
 
 
 def observe_sources(

@@ -9,6 +9,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from rad3d.arguments import positive_int
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -46,16 +48,6 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     if writer is not None:
         print(f"  volumes: NIfTI phantoms ({args.volumes}, CT-RATE {args.ctrate_version} intensities)")
     return 0
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"{value!r}: must be at least 1")
-    return number
 
 
 def show_progress() -> None:
@@ -272,7 +264,7 @@ def make_parser() -> argparse.ArgumentParser:
     sample = sub.add_parser("sample-data", help="write a synthetic CT-RATE-shaped data set")
     sample.add_argument("--out", required=True, help="folder to write (CT-RATE layout with dataset/)")
     sample.add_argument(
-        "--patients", type=_positive_int, default=40, help="number of patients over both splits (default 40)"
+        "--patients", type=positive_int, default=40, help="number of patients over both splits (default 40)"
     )
     sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sample.add_argument(

@@ -9,9 +9,10 @@ failure with ``spatial`` missing, never "not spatial".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -115,21 +116,24 @@ def unscored(judge_scores: pd.DataFrame, judge_names: Sequence[str], sample_size
     return {j: int(sample_size - counts.get(j, 0)) for j in judge_names if counts.get(j, 0) < sample_size}
 
 
+def spatial_jobs(client: Any, pairs: list[tuple[str, str]]) -> list[Callable[[], Awaitable[Outcome[tuple[bool, str]]]]]:
+    """One request per (question, answer): the spatial judge's prompt (the build's and the plan's)."""
+    template = load_template("spatial_judge")
+
+    def job(question: str, answer: str) -> Callable[[], Awaitable[Outcome[tuple[bool, str]]]]:
+        messages = template.messages(Question=question, Answer=answer)
+        return lambda: client.complete_parsed(
+            messages, parse_spatial_judgement, template_version=template.template_version
+        )
+
+    return [job(q, a) for q, a in pairs]
+
+
 def llm_spatial(client: LlmClient, frame: pd.DataFrame, result: StageResult) -> pd.DataFrame:
     """The LLM judge's verdicts; a failed or unparsable verdict is a reject and a failure, never "not spatial"
     (its ``spatial`` is missing, and the row is left out of the spatial subset)."""
-    template = load_template("spatial_judge")
     pairs = sorted(set(zip(frame["question"].astype(str), frame["answer"].astype(str), strict=True)))
-    jobs = [
-        (
-            lambda q=q, a=a: client.complete_parsed(
-                template.messages(Question=q, Answer=a),
-                parse_spatial_judgement,
-                template_version=template.template_version,
-            )
-        )
-        for q, a in pairs
-    ]
+    jobs = spatial_jobs(client, pairs)
     outcomes: dict[tuple[str, str], Outcome[tuple[bool, str]]] = dict(zip(pairs, run_all(jobs, [client]), strict=True))
     rows = []
     for qa_id, q, a in zip(frame["qa_id"], frame["question"].astype(str), frame["answer"].astype(str), strict=True):

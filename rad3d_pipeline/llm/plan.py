@@ -781,22 +781,11 @@ class Planner:
     def _spatial_requests(
         self, endpoint: EndpointConfig, pairs: list[tuple[str, str]], recorder: Recorder | None = None
     ) -> None:
-        """The spatial judge's requests (the messages of assets/quality.py's ``_llm_spatial``)."""
-        from rad3d_pipeline.spatial import parse_spatial_judgement
+        """The spatial judge's requests: the build's own (``quality_stage.spatial_jobs``)."""
+        from rad3d_pipeline.quality_stage import spatial_jobs
 
-        template = load_template("spatial_judge")
         client = PlanningClient(endpoint, self.cache, recorder or self.recorder, "spatial_qa")
-        jobs = [
-            (
-                lambda q=q, a=a: client.complete_parsed(
-                    template.messages(Question=q, Answer=a),
-                    parse_spatial_judgement,
-                    template_version=template.template_version,
-                )
-            )
-            for q, a in pairs
-        ]
-        run_all(jobs, [client])
+        run_all(spatial_jobs(client, pairs), [client])
 
     def run(self, stages: Sequence[str]) -> LlmPlan:
         cfg = self.config
