@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,12 +11,7 @@ import pytest
 
 from rad3d.cli import main
 from rad3d.out_state import build_lock, write_build_record
-
-
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "rad3d.cli", *args], capture_output=True, text=True, env=env, timeout=600
-    )
+from tests.test_cli_e2e import run_cli
 
 
 @pytest.fixture

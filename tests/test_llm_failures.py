@@ -19,9 +19,9 @@ import pytest
 from rad3d_pipeline.errors import LlmStageError
 from rad3d_pipeline.llm.client import Accounting
 from rad3d_pipeline.llm.failures import check_failure_budget, describe_kinds, read_failures, write_failures
-from rad3d_pipeline.release import read_release
 from tests.conftest import fixtures_root, skip_or_fail
 from tests.llm_server import Faults, LocalLlmServer
+from tests.test_open_qa_build import open_release
 
 MODEL = "gpt-4o-mini"
 
@@ -97,12 +97,6 @@ def build(ctrate: Path, out: Path, url: str, home: Path, **extra: str) -> subpro
         text=True,
         timeout=900,
     )
-
-
-def open_release(out: Path) -> pd.DataFrame:
-    rows = read_release(out / "3DRAD" / "test")
-    rows = rows[rows.Task <= 3]
-    return rows.sort_values(["Task", "subtask_name", "VolumeName", "Question", "Answer"]).reset_index(drop=True)
 
 
 def last_line(proc: subprocess.CompletedProcess[str]) -> str:
