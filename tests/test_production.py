@@ -309,8 +309,8 @@ NOT_RUN_HERE = {
 
 
 def readme_commands(sections: tuple[str, ...] = PROD_SECTIONS) -> list[str]:
-    """The commands of the README's ```bash blocks in these sections (comments and blank lines dropped)."""
-    text = (REPO / "README.md").read_text()
+    """The commands of docs/operations.md's ```bash blocks in these sections (comments and blank lines dropped)."""
+    text = (REPO / "docs" / "operations.md").read_text()
     commands: list[str] = []
     for section in sections:
         start = text.index(f"## {section}\n")
