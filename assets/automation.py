@@ -4,6 +4,9 @@
   the rows of its patients (labels, reports; metadata plus the volume tree), so an unchanged drop
   is not news and a changed shard is news only for itself. ``rad3d build`` observes them first;
   the daemon observes them on ``RAD3D_OBSERVE_CRON`` (hourly) once automation is on.
+- The cron strings come from the composition root (``rad3d/definitions.py``, which reads them from
+  the settings table): it builds the source assets, the conditions and the sensor with the
+  functions below, so nothing here reads a setting at import.
 - Every asset carries ``eager() | on_cron(RAD3D_REBUILD_CRON)``: a new or changed shard rebuilds
   that shard's partitions downstream, and the weekly tick rebuilds everything down to the release
   and the leaderboard (the ingest assets ignore the sources for the cron part, so the tick starts
@@ -14,7 +17,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 from dagster import (
@@ -27,6 +29,7 @@ from dagster import (
     DataVersion,
     DataVersionsByPartition,
     DefaultSensorStatus,
+    SourceAsset,
     map_asset_specs,
     observable_source_asset,
 )
@@ -38,8 +41,6 @@ from resources.ctrate_source import CtrateSource
 from resources.settings import Rad3dSettings
 
 GROUP = "ctrate_files"
-REBUILD_CRON = os.environ.get("RAD3D_REBUILD_CRON", "0 3 * * 0")  # Sundays 03:00
-OBSERVE_CRON = os.environ.get("RAD3D_OBSERVE_CRON", "0 * * * *")  # hourly
 
 
 def _observe(ctrate: CtrateSource, settings: Rad3dSettings, kinds: tuple[str, ...]) -> DataVersionsByPartition:
@@ -52,67 +53,78 @@ def _observe(ctrate: CtrateSource, settings: Rad3dSettings, kinds: tuple[str, ..
     return DataVersionsByPartition({key: DataVersion(value[:24]) for key, value in fingerprints.items()})
 
 
-OBSERVE = AutomationCondition.cron_tick_passed(OBSERVE_CRON) & ~AutomationCondition.in_progress()
+def observe_condition(observe_cron: str) -> AutomationCondition:
+    """Observe on each tick of ``observe_cron`` (RAD3D_OBSERVE_CRON), unless an observation is in progress."""
+    return AutomationCondition.cron_tick_passed(observe_cron) & ~AutomationCondition.in_progress()
 
 
-@observable_source_asset(
-    group_name=GROUP,
-    partitions_def=shard_partitions,
-    automation_condition=OBSERVE,
-    description="CT-RATE's label CSVs, per patient shard; data version = a hash of the shard's label rows.",
-)
-def ctrate_label_files(ctrate: CtrateSource, settings: Rad3dSettings) -> DataVersionsByPartition:
-    return _observe(ctrate, settings, ("labels",))
+SOURCE_NAMES = ("ctrate_label_files", "ctrate_report_files", "ctrate_metadata_files")
+SOURCE_KEYS = [AssetKey(name) for name in SOURCE_NAMES]
 
 
-@observable_source_asset(
-    group_name=GROUP,
-    partitions_def=shard_partitions,
-    automation_condition=OBSERVE,
-    description="CT-RATE's report CSVs, per patient shard; data version = a hash of the shard's report rows.",
-)
-def ctrate_report_files(ctrate: CtrateSource, settings: Rad3dSettings) -> DataVersionsByPartition:
-    return _observe(ctrate, settings, ("reports",))
+def source_assets(observe_cron: str) -> list[SourceAsset]:
+    """CT-RATE's files as observable sources per patient shard, observed on ``observe_cron``."""
+    observe = observe_condition(observe_cron)
+
+    @observable_source_asset(
+        name="ctrate_label_files",
+        group_name=GROUP,
+        partitions_def=shard_partitions,
+        automation_condition=observe,
+        description="CT-RATE's label CSVs, per patient shard; data version = a hash of the shard's label rows.",
+    )
+    def ctrate_label_files(ctrate: CtrateSource, settings: Rad3dSettings) -> DataVersionsByPartition:
+        return _observe(ctrate, settings, ("labels",))
+
+    @observable_source_asset(
+        name="ctrate_report_files",
+        group_name=GROUP,
+        partitions_def=shard_partitions,
+        automation_condition=observe,
+        description="CT-RATE's report CSVs, per patient shard; data version = a hash of the shard's report rows.",
+    )
+    def ctrate_report_files(ctrate: CtrateSource, settings: Rad3dSettings) -> DataVersionsByPartition:
+        return _observe(ctrate, settings, ("reports",))
+
+    @observable_source_asset(
+        name="ctrate_metadata_files",
+        group_name=GROUP,
+        partitions_def=shard_partitions,
+        automation_condition=observe,
+        description="CT-RATE's metadata CSVs and volume tree, per patient shard; data version = a hash of the "
+        "shard's metadata rows and the names, sizes and times of its volumes.",
+    )
+    def ctrate_metadata_files(ctrate: CtrateSource, settings: Rad3dSettings) -> DataVersionsByPartition:
+        return _observe(ctrate, settings, ("metadata", "volumes"))
+
+    return [ctrate_label_files, ctrate_report_files, ctrate_metadata_files]
 
 
-@observable_source_asset(
-    group_name=GROUP,
-    partitions_def=shard_partitions,
-    automation_condition=OBSERVE,
-    description="CT-RATE's metadata CSVs and volume tree, per patient shard; data version = a hash of the "
-    "shard's metadata rows and the names, sizes and times of its volumes.",
-)
-def ctrate_metadata_files(ctrate: CtrateSource, settings: Rad3dSettings) -> DataVersionsByPartition:
-    return _observe(ctrate, settings, ("metadata", "volumes"))
-
-
-SOURCE_ASSETS = [ctrate_label_files, ctrate_report_files, ctrate_metadata_files]
-SOURCE_KEYS = [AssetKey(name) for name in ("ctrate_label_files", "ctrate_report_files", "ctrate_metadata_files")]
-
-
-def condition_for(spec: AssetSpec) -> AutomationCondition:
-    """eager, or the weekly tick; assets fed straight from the sources ignore them for the tick."""
-    on_cron = AutomationCondition.on_cron(REBUILD_CRON)
+def condition_for(spec: AssetSpec, rebuild_cron: str) -> AutomationCondition:
+    """eager, or the weekly tick (RAD3D_REBUILD_CRON); assets fed straight from the sources ignore them for the tick."""
+    on_cron = AutomationCondition.on_cron(rebuild_cron)
     if any(dep.asset_key in SOURCE_KEYS for dep in spec.deps):
         on_cron = on_cron.ignore(AssetSelection.assets(*SOURCE_KEYS))
     return AutomationCondition.eager() | on_cron
 
 
-def with_automation(assets: Sequence[AssetsDefinition]) -> list[AssetsDefinition]:
+def with_automation(assets: Sequence[AssetsDefinition], rebuild_cron: str) -> list[AssetsDefinition]:
     def replace(spec: AssetSpec) -> AssetSpec:
         if spec.automation_condition is not None:
             return spec
-        return spec.replace_attributes(automation_condition=condition_for(spec))
+        return spec.replace_attributes(automation_condition=condition_for(spec, rebuild_cron))
 
     return list(map_asset_specs(replace, assets))
 
 
-automation_sensor = AutomationConditionSensorDefinition(
-    "rad3d_automation",
-    target=AssetSelection.all(),
-    default_status=DefaultSensorStatus.STOPPED,
-    minimum_interval_seconds=60,
-    description="Evaluates every asset's automation condition: changed CT-RATE shards rebuild their "
-    f"partitions downstream; the weekly tick ({REBUILD_CRON}, RAD3D_REBUILD_CRON) rebuilds the benchmark. "
-    "Off until switched on.",
-)
+def automation_sensor(rebuild_cron: str) -> AutomationConditionSensorDefinition:
+    """The one switch of declarative automation (stopped by default)."""
+    return AutomationConditionSensorDefinition(
+        "rad3d_automation",
+        target=AssetSelection.all(),
+        default_status=DefaultSensorStatus.STOPPED,
+        minimum_interval_seconds=60,
+        description="Evaluates every asset's automation condition: changed CT-RATE shards rebuild their "
+        f"partitions downstream; the weekly tick ({rebuild_cron}, RAD3D_REBUILD_CRON) rebuilds the benchmark. "
+        "Off until switched on.",
+    )

@@ -1,11 +1,11 @@
 """Operations: the failure record of every failed run (automation is in assets/automation.py)."""
 
 import json
-import os
 import time
-from pathlib import Path
 
 from dagster import DefaultSensorStatus, RunFailureSensorContext, run_failure_sensor
+
+from resources.settings import Rad3dSettings
 
 
 @run_failure_sensor(
@@ -15,9 +15,12 @@ from dagster import DefaultSensorStatus, RunFailureSensorContext, run_failure_se
     # not found (a CLI launch naming another location) or its config was bad.
     monitor_all_code_locations=True,
 )
-def run_failure_record(context: RunFailureSensorContext) -> None:
-    """Writes one JSON record per failed run of the instance (any code location) under <out>/failures/ (RAD3D_OUT)."""
-    folder = Path(os.environ.get("RAD3D_OUT", "data")) / "failures"
+def run_failure_record(context: RunFailureSensorContext, settings: Rad3dSettings) -> None:
+    """Writes one JSON record per failed run of the instance (any code location) under <out>/failures/.
+
+    The data root is the settings resource's (RAD3D_OUT, as the composition root built it).
+    """
+    folder = settings.out / "failures"
     folder.mkdir(parents=True, exist_ok=True)
     run = context.dagster_run
     record = {

@@ -5,9 +5,13 @@ from __future__ import annotations
 from dagster import BackfillPolicy, MultiPartitionsDefinition, StaticPartitionsDefinition
 
 from rad3d_pipeline.patients import shard_keys
-from resources.settings import env_shards
+from resources import environment
 
-N_SHARDS = env_shards()
+# Read while this module is imported, from the settings table (resources/environment.py), not by the
+# composition root: the asset modules pass these partitions to their decorators when they are
+# imported, before any Definitions exist, so the shard count must be known first. It is the only
+# setting read at import; the composition root gives the same number to the settings resource.
+N_SHARDS = environment.read(environment.SHARDS)
 shard_partitions = StaticPartitionsDefinition(shard_keys(N_SHARDS))
 task_partitions = StaticPartitionsDefinition([str(t) for t in range(1, 7)])
 closed_task_partitions = StaticPartitionsDefinition(["4", "5", "6"])

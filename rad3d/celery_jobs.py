@@ -23,32 +23,20 @@ RAD3D_GPU_RETRY_DELAY_S, default 30 s).
 from __future__ import annotations
 
 import importlib.util
-import os
+from collections.abc import Mapping
 from typing import Any
 
 from dagster import AssetSelection, Backoff, RetryPolicy, define_asset_job
 
 from assets.volumes import GROUP as VOLUMES_GROUP
 from rad3d_pipeline import run_settings
+from resources import environment
 from resources.settings import output_settings_from_env
 
 CELERY_AVAILABLE = importlib.util.find_spec("dagster_celery") is not None
 QUEUE_TAGS = {"rad3d/queue": "gpu"}
-DEFAULT_MAX_RUNTIME_S = 24 * 3600
-# Longer than the longest GPU step: an unacknowledged task is handed to another worker only after it.
-DEFAULT_VISIBILITY_TIMEOUT_S = 12 * 3600
-DEFAULT_RETRY_DELAY_S = 30
-
-
-def _positive_int_env(name: str, default: int) -> int:
-    raw = os.environ.get(name, str(default)).strip()
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a whole number of seconds") from None
-    if value <= 0:
-        raise ValueError(f"{name}={value} must be a positive number of seconds")
-    return value
+# The defaults live in the settings table (resources/environment.py); this name is what the worker file must match.
+DEFAULT_VISIBILITY_TIMEOUT_S = environment.CELERY_VISIBILITY_TIMEOUT_S.default_value()
 
 
 def celery_config_source(visibility_timeout_s: int) -> dict[str, Any]:
@@ -70,10 +58,10 @@ def celery_config_source(visibility_timeout_s: int) -> dict[str, Any]:
     }
 
 
-def celery_executor_def() -> Any:
+def celery_executor_def(env: Mapping[str, str] | None = None) -> Any:
     from dagster_celery import celery_executor
 
-    visibility = _positive_int_env("RAD3D_CELERY_VISIBILITY_TIMEOUT_S", DEFAULT_VISIBILITY_TIMEOUT_S)
+    visibility = environment.read(environment.CELERY_VISIBILITY_TIMEOUT_S, env)
     return celery_executor.configured(
         {
             "broker": {"env": "RAD3D_CELERY_BROKER"},
@@ -96,21 +84,21 @@ def gpu_code_versions() -> dict[str, str]:
     return versions
 
 
-def gpu_run_tags() -> dict[str, str]:
+def gpu_run_tags(env: Mapping[str, str] | None = None) -> dict[str, str]:
     """Queue tag, max runtime and this code location's output settings (registered as this process's own)."""
-    settings = output_settings_from_env(gpu_code_versions())
+    settings = output_settings_from_env(gpu_code_versions(), env)
     run_settings.register_local(settings)
-    max_runtime = _positive_int_env("RAD3D_GPU_MAX_RUNTIME_S", DEFAULT_MAX_RUNTIME_S)
+    max_runtime = environment.read(environment.GPU_MAX_RUNTIME_S, env)
     return {**QUEUE_TAGS, "dagster/max_runtime": str(max_runtime), **run_settings.run_tags(settings)}
 
 
-def celery_jobs() -> list[Any]:
-    """The GPU jobs on the Celery executor (none without dagster-celery)."""
+def celery_jobs(env: Mapping[str, str] | None = None) -> list[Any]:
+    """The GPU jobs on the Celery executor (none without dagster-celery); settings from the settings table."""
     if not CELERY_AVAILABLE:
         return []
-    executor = celery_executor_def()
-    tags = gpu_run_tags()
-    delay = _positive_int_env("RAD3D_GPU_RETRY_DELAY_S", DEFAULT_RETRY_DELAY_S)
+    executor = celery_executor_def(env)
+    tags = gpu_run_tags(env)
+    delay = environment.read(environment.GPU_RETRY_DELAY_S, env)
     retry = RetryPolicy(max_retries=3, delay=delay, backoff=Backoff.EXPONENTIAL)
     return [
         define_asset_job(

@@ -17,17 +17,19 @@ the source sentence, and how the answer fits the question).
 
 from __future__ import annotations
 
-import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Any
 
 import numpy as np
 import pandas as pd
-import yaml
+from pydantic import BeforeValidator, Field
 
 from rad3d_pipeline.embeddings import SentenceEmbedder
 from rad3d_pipeline.llm.parsers import SCORE_DIMENSIONS
 from rad3d_pipeline.rules_backend import heuristic_scores
+from rad3d_pipeline.settings_files import SettingsModel, read_yaml, validate
 
 OFFLINE_JUDGES: tuple[str, ...] = ("heuristic", "minilm-grounding")
 
@@ -44,8 +46,47 @@ class JudgeSpec:
         return self.name in OFFLINE_JUDGES and self.base_url is None
 
 
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _text(value: Any) -> Any:
+    """A YAML scalar as text (``name: 7`` is ``"7"``); lists, mappings stay invalid."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+def _url(value: Any) -> Any:
+    if value is not None and not (isinstance(value, str) and value.startswith(("http://", "https://"))):
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    return value
+
+
+def _env_name(value: Any) -> Any:
+    # Never echo the value: a key pasted here by mistake must not reach a log.
+    if value is not None and not (isinstance(value, str) and ENV_NAME.match(value)):
+        raise ValueError("must be the name of an environment variable (letters, digits, '_'), not the key itself")
+    return value
+
+
+class JudgeEntry(SettingsModel):
+    name: Annotated[str, BeforeValidator(_text)]
+    model: Annotated[str | None, BeforeValidator(_text)] = None
+    base_url: Annotated[str | None, BeforeValidator(_url)] = None
+    api_key_env: Annotated[str | None, BeforeValidator(_env_name)] = None
+
+    def spec(self) -> JudgeSpec:
+        return JudgeSpec(self.name, self.model or self.name, self.base_url, self.api_key_env)
+
+
+class JudgesFile(SettingsModel):
+    judges: Annotated[list[JudgeEntry], BeforeValidator(lambda v: [] if v is None else v)] = Field(default_factory=list)
+
+
 def parse_judges(names: str | None, file: str | Path | None = None) -> list[JudgeSpec]:
-    """Judges from a comma-separated list and/or a YAML file (file entries win on name clashes)."""
+    """Judges from a comma-separated list and/or a YAML file (file entries win on name clashes).
+
+    A file that cannot be used (an unknown key, a missing name, ...) stops with one line naming it,
+    the entry and the reason; a missing file raises ``FileNotFoundError``.
+    """
     specs: dict[str, JudgeSpec] = {}
     for raw in (names or "").split(","):
         name = raw.strip()
@@ -53,24 +94,10 @@ def parse_judges(names: str | None, file: str | Path | None = None) -> list[Judg
             specs[name] = JudgeSpec(name, name)
     if file:
         path = Path(file)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: judges file not found")
-        data = yaml.safe_load(path.read_text()) or {}
-        for i, entry in enumerate(data.get("judges", []), 1):
-            if not isinstance(entry, dict) or "name" not in entry:
-                raise ValueError(f"{path}: judge {i} needs a 'name'")
-            name = str(entry["name"])
-            specs[name] = JudgeSpec(
-                name, str(entry.get("model", name)), entry.get("base_url"), entry.get("api_key_env")
-            )
+        data = read_yaml(path, "judges file")
+        for entry in validate(JudgesFile, {} if data is None else data, str(path)).judges:
+            specs[entry.name] = entry.spec()
     return list(specs.values())
-
-
-def judges_from_env(backend: str) -> list[JudgeSpec]:
-    specs = parse_judges(os.environ.get("RAD3D_JUDGES"), os.environ.get("RAD3D_JUDGES_FILE"))
-    if not specs and backend == "rules":
-        specs = [JudgeSpec(name, name) for name in OFFLINE_JUDGES]
-    return specs
 
 
 def _to_score(similarity: np.ndarray, low: float, high: float) -> np.ndarray:

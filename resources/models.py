@@ -18,6 +18,7 @@ from rad3d_pipeline.models.baselines import PriorAdapter, RandomAdapter
 from rad3d_pipeline.models.imported import ImportedAdapter
 from rad3d_pipeline.models.openai_vlm import OpenAIVLMAdapter
 from rad3d_pipeline.models.registry import ModelSpec, limit_of, parse_models, read_registry
+from resources import environment
 from resources.llm import LlmResource
 
 # The dynamic partitions the models are (assets.evaluation.model_partitions).
@@ -27,8 +28,12 @@ MODELS_PARTITIONS = "models"
 class ModelsResource(ConfigurableResource):
     """Which models the predictions asset runs, and how each is built."""
 
-    names: str = Field(default="prior,random", description="Comma-separated model names (RAD3D_MODELS).")
-    models_file: str | None = Field(default=None, description="YAML file of models with kinds and options.")
+    names: str = Field(
+        default=environment.MODELS.default_value(), description="Comma-separated model names (RAD3D_MODELS)."
+    )
+    models_file: str | None = Field(
+        default=environment.MODELS_FILE.default_value(), description="YAML file of models with kinds and options."
+    )
     registry_dir: str | None = Field(
         default=None, description="Data root whose models/registry.json (written by `rad3d eval`) is consulted too."
     )

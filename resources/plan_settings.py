@@ -5,12 +5,14 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from resources import environment
+
 
 class PlanSettings(ConfigurableResource):
     """How the plan counts prompt tokens (see docs/plan.md)."""
 
     tokenizer: str | None = Field(
-        default=None,
+        default=environment.TOKENIZER.default_value(),
         description="A tokenizer.json of the generator/scorer model (RAD3D_TOKENIZER), counted with the "
         "'tokenizers' package; unset: characters per token, calibrated on the cache's usage figures.",
     )

@@ -143,8 +143,8 @@ def test_automation_is_off_until_switched_on(tmp_path: Path) -> None:
     assert not list(defs.schedules or [])
 
 
-def test_run_failure_writes_a_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RAD3D_OUT", str(tmp_path))
+def test_run_failure_writes_a_record(tmp_path: Path) -> None:
+    from resources.settings import Rad3dSettings
 
     @asset
     def broken() -> None:
@@ -159,6 +159,7 @@ def test_run_failure_writes_a_record(tmp_path: Path, monkeypatch: pytest.MonkeyP
         dagster_event=failure,
         dagster_instance=instance,
         dagster_run=instance.get_run_by_id(result.run_id),
+        resources={"settings": Rad3dSettings(out_dir=str(tmp_path))},
     ).for_run_failure()
     run_failure_record(context)
     record = json.loads((tmp_path / "failures" / f"{result.run_id}.json").read_text())
