@@ -1,8 +1,10 @@
 """``rad3d build``: materialize a selection, every partition, in-process, against DAGSTER_HOME.
 
-The selection is split into runs of assets that share a partitions definition, in
+The selection is split into runs of assets that share a stage job and a partitions definition, in
 topological order; each run covers a contiguous partition range in one run
-(``dagster/asset_partition_range_*`` tags), so 16 shards cost one run, not 16.
+(``dagster/asset_partition_range_*`` tags), so 16 shards cost one run, not 16. Each run is launched
+through its stage job (``rad3d/stage_jobs.py``), so the UI's Runs page names it (``build_closed_qa``)
+as the terminal does.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from dagster import (
     AssetSelection,
     DagsterInstance,
     Definitions,
+    MultiPartitionKey,
     MultiPartitionsDefinition,
     PartitionsDefinition,
-    materialize,
 )
 
+from rad3d.stage_jobs import entries_from_graph, stage_job_names, stage_jobs_for
 from rad3d_pipeline.errors import UserFacingError
 
 
@@ -58,8 +61,9 @@ class PlannedDynamicPartitions:
 
     def get_dynamic_partitions_definition_id(self, partitions_def_name: str) -> str:
         import hashlib
+        import json
 
-        return hashlib.sha1("|".join(self.keys.get(partitions_def_name, [])).encode()).hexdigest()
+        return hashlib.sha1(json.dumps(self.keys.get(partitions_def_name, [])).encode()).hexdigest()
 
 
 def configured_dynamic_partitions(defs: Definitions) -> PlannedDynamicPartitions:
@@ -86,10 +90,11 @@ def add_dynamic_partitions(instance: DagsterInstance, store: PlannedDynamicParti
 
 @dataclass
 class PlannedRun:
-    """One run: assets sharing a partitions definition, over one partition range.
+    """One run of one stage job: assets sharing a partitions definition, over one partition range.
 
     For a two-dimensional partitions definition the range is a rectangle: from
     ``start`` to ``end`` in each dimension (Dagster's multi-partition range semantics).
+    ``job`` is the stage job the run is launched through (empty: looked up from the assets).
     """
 
     asset_keys: list[AssetKey]
@@ -97,14 +102,23 @@ class PlannedRun:
     partition_keys: list[str] = field(default_factory=list)
     start: str = ""
     end: str = ""
+    job: str = ""
 
     def describe(self) -> str:
+        """The assets and the partition range: ``closed_qa [4..6]`` (the run's ``rad3d/stage`` tag)."""
         names = ", ".join(k.to_user_string() for k in self.asset_keys)
         if not self.partition_keys:
             return names
         if self.start == self.end:
             return f"{names} [{self.start}]"
         return f"{names} [{self.start}..{self.end}]"
+
+    def title(self) -> str:
+        """What the Runs page shows of the run, in its order: the job, then the ``rad3d/stage`` tag.
+
+        ``build_closed_qa: closed_qa [4..6]``; the build prints it as the run starts.
+        """
+        return f"{self.job}: {self.describe()}" if self.job else self.describe()
 
     def tags(self) -> dict[str, str]:
         """What the Runs page shows: the stage (its assets and partitions), and Dagster's partition range."""
@@ -139,6 +153,7 @@ def partition_filter(
     """
     graph = defs.resolve_asset_graph()
     spaces: dict[AssetKey, list[list[str]]] = {}  # per asset: its whole keys, then each dimension's keys
+    multi: dict[AssetKey, MultiPartitionsDefinition] = {}  # the assets with several dimensions
     for key in selected:
         pdef = graph.get(key).partitions_def
         if pdef is None:
@@ -146,6 +161,7 @@ def partition_filter(
         store = dynamic_partitions_store or configured_dynamic_partitions(defs)
         spaces[key] = [list(pdef.get_partition_keys(dynamic_partitions_store=store))]
         if isinstance(pdef, MultiPartitionsDefinition):
+            multi[key] = pdef
             spaces[key] += [
                 list(dim.partitions_def.get_partition_keys(dynamic_partitions_store=store))
                 for dim in pdef.partitions_defs
@@ -175,11 +191,18 @@ def partition_filter(
         whole, dims = asset_spaces[0], asset_spaces[1:]
         named_dims = [i for i, dim in enumerate(dims) if wanted.intersection(dim)]
         if named_dims:
-            values = partition.split("|")
-            return all(values[i] in wanted for i in named_dims)
+            pdef = multi[asset]
+            values = dimension_values(pdef, partition)
+            return all(values[pdef.partitions_defs[i].name] in wanted for i in named_dims)
         return not wanted.intersection(whole)
 
     return keep
+
+
+def dimension_values(pdef: MultiPartitionsDefinition, partition: str) -> dict[str, str]:
+    """A multi-partition key's value in each dimension, by dimension name (Dagster parses the key)."""
+    key = partition if isinstance(partition, MultiPartitionKey) else pdef.get_partition_key_from_str(partition)
+    return dict(key.keys_by_dimension)
 
 
 def _contiguous_runs(all_keys: Sequence[str], wanted: set[str]) -> list[list[str]]:
@@ -202,51 +225,61 @@ def plan_runs(
     partition_filter: Callable[[AssetKey, str], bool] | None = None,
     dynamic_partitions_store: Any = None,
 ) -> list[PlannedRun]:
-    """Consecutive assets (in topological order) with the same partitions share a run.
+    """Consecutive assets (in topological order) of the same stage job with the same partitions share a run.
 
     Dynamic partitions (the models) resolve in ``dynamic_partitions_store`` (an instance or a
     :class:`PlannedDynamicPartitions`); without one, in the keys the definitions' resources define.
     """
     graph = defs.resolve_asset_graph()
+    job_of = stage_job_names(entries_from_graph(graph))
     if dynamic_partitions_store is None:
         dynamic_partitions_store = configured_dynamic_partitions(defs)
     plan: list[PlannedRun] = []
     for level in graph.toposorted_asset_keys_by_level:
-        by_partitions: dict[int, list[AssetKey]] = {}
+        buckets: dict[tuple[str, int], list[AssetKey]] = {}  # (stage job, partitions) -> assets
         defs_by_id: dict[int, PartitionsDefinition | None] = {}
         for key in sorted(level, key=lambda k: k.to_user_string()):
             if key not in selected:
                 continue
             pdef = graph.get(key).partitions_def
-            by_partitions.setdefault(id(pdef), []).append(key)
+            buckets.setdefault((job_of[key], id(pdef)), []).append(key)
             defs_by_id[id(pdef)] = pdef
-        for pid, keys in by_partitions.items():
+        order = list(buckets)
+        if plan and plan[-1].partitions_def is None:  # the unpartitioned run of the same job first: it merges
+            order.sort(key=lambda bucket: bucket != (plan[-1].job, id(None)))
+        for job, pid in order:
+            keys = buckets[job, pid]
             pdef = defs_by_id[pid]
             if pdef is None:
-                plan.append(PlannedRun(keys, None))
+                plan.append(PlannedRun(keys, None, job=job))
                 continue
             all_keys = list(pdef.get_partition_keys(dynamic_partitions_store=dynamic_partitions_store))
             if not all_keys:
                 continue  # e.g. no model registered: nothing to run
             wanted = {p for p in all_keys if all(partition_filter is None or partition_filter(k, p) for k in keys)}
             if isinstance(pdef, MultiPartitionsDefinition):
-                plan.extend(_rectangles(keys, pdef, all_keys, wanted))
+                plan.extend(_rectangles(keys, pdef, all_keys, wanted, job))
             else:
                 for chunk in _contiguous_runs(all_keys, wanted):
-                    plan.append(PlannedRun(keys, pdef, chunk, chunk[0], chunk[-1]))
-    return _merge_adjacent(plan)
+                    plan.append(PlannedRun(keys, pdef, chunk, chunk[0], chunk[-1], job))
+    return _merge_unpartitioned(plan, graph)
 
 
 def _rectangles(
-    keys: list[AssetKey], pdef: MultiPartitionsDefinition, all_keys: list[str], wanted: set[str]
+    keys: list[AssetKey], pdef: MultiPartitionsDefinition, all_keys: list[str], wanted: set[str], job: str
 ) -> list[PlannedRun]:
     """Cover the wanted keys of a two-dimensional definition with few rectangles."""
-    split = [k.split("|") for k in all_keys]
-    primary = list(dict.fromkeys(p for p, _ in split))
-    secondary = list(dict.fromkeys(q for _, q in split))
+    first_dim, second_dim = (dim.name for dim in pdef.partitions_defs)
+
+    def key(p: str, q: str) -> str:
+        return str(MultiPartitionKey({first_dim: p, second_dim: q}))
+
+    split = [dimension_values(pdef, k) for k in all_keys]
+    primary = list(dict.fromkeys(values[first_dim] for values in split))
+    secondary = list(dict.fromkeys(values[second_dim] for values in split))
     spans: list[tuple[tuple[str, str], list[str]]] = []  # (primary range, secondary values)
     for value in secondary:
-        for chunk in _contiguous_runs(primary, {p for p in primary if f"{p}|{value}" in wanted}):
+        for chunk in _contiguous_runs(primary, {p for p in primary if key(p, value) in wanted}):
             span = (chunk[0], chunk[-1])
             if spans and spans[-1][0] == span and secondary.index(spans[-1][1][-1]) + 1 == secondary.index(value):
                 spans[-1][1].append(value)
@@ -255,19 +288,32 @@ def _rectangles(
     runs = []
     for (first, last), values in spans:
         lo, hi = primary.index(first), primary.index(last)
-        covered = [f"{p}|{v}" for p in primary[lo : hi + 1] for v in values]
-        runs.append(PlannedRun(keys, pdef, covered, f"{first}|{values[0]}", f"{last}|{values[-1]}"))
+        covered = [key(p, v) for p in primary[lo : hi + 1] for v in values]
+        runs.append(PlannedRun(keys, pdef, covered, key(first, values[0]), key(last, values[-1]), job))
     return runs
 
 
-def _merge_adjacent(plan: list[PlannedRun]) -> list[PlannedRun]:
-    """Merge neighbouring unpartitioned runs (fewer runs, same order)."""
+def _merge_unpartitioned(plan: list[PlannedRun], graph: Any) -> list[PlannedRun]:
+    """Fold each unpartitioned run into an earlier unpartitioned run of the same stage job (fewer runs).
+
+    A run moves up only past runs that hold none of its assets' parents, so every asset still runs
+    after what it reads (a parent in the same run is ordered by Dagster).
+    """
     merged: list[PlannedRun] = []
     for run in plan:
-        if merged and run.partitions_def is None and merged[-1].partitions_def is None:
-            merged[-1].asset_keys.extend(run.asset_keys)
-        else:
+        target: PlannedRun | None = None
+        if run.partitions_def is None:
+            parents = {parent for key in run.asset_keys for parent in graph.get(key).parent_keys}
+            for earlier in reversed(merged):
+                if earlier.partitions_def is None and earlier.job == run.job:
+                    target = earlier
+                    break
+                if parents.intersection(earlier.asset_keys):
+                    break
+        if target is None:
             merged.append(run)
+        else:
+            target.asset_keys.extend(run.asset_keys)
     return merged
 
 
@@ -369,6 +415,44 @@ def upstream_closure(defs: Definitions, keys: Iterable[AssetKey]) -> set[AssetKe
     return _closure(defs, keys, downstream=False)
 
 
+class StageJobs:
+    """The stage jobs of ``defs`` (``rad3d/stage_jobs.py``), through which every run is launched.
+
+    The composition root registers them; definitions without them (tests, other code locations)
+    get them added here, so a run is never the anonymous ``__ephemeral_asset_job__``.
+    """
+
+    def __init__(self, defs: Definitions) -> None:
+        entries = entries_from_graph(defs.resolve_asset_graph())
+        self.job_of = stage_job_names(entries)
+        have = {job.name for job in defs.jobs or []}
+        missing = [job for job in stage_jobs_for(entries) if job.name not in have]
+        self.defs = Definitions.merge(defs, Definitions(jobs=missing)) if missing else defs
+
+    def assign(self, run: PlannedRun) -> PlannedRun:
+        """``run`` with its stage job named (a run holds the assets of one stage job)."""
+        jobs = list(dict.fromkeys(self.job_of[key] for key in run.asset_keys))
+        if len(jobs) != 1 or (run.job and run.job != jobs[0]):
+            names = ", ".join(k.to_user_string() for k in run.asset_keys)
+            raise BuildError(f"planned run {names}: its assets belong to stage jobs {', '.join(jobs)}, not one")
+        run.job = jobs[0]
+        return run
+
+    def execute(
+        self, job: str, asset_keys: Sequence[AssetKey], instance: DagsterInstance, tags: dict[str, str], *, debug: bool
+    ) -> Any:
+        """One in-process run of ``job`` over ``asset_keys`` (an ``ExecuteInProcessResult``), never raising."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return self.defs.resolve_job_def(job).execute_in_process(
+                instance=instance,
+                asset_selection=list(asset_keys),
+                tags=tags,
+                raise_on_error=False,
+                run_config=DEBUG_RUN_CONFIG if debug else QUIET_RUN_CONFIG,
+            )
+
+
 def execute_plan(
     defs: Definitions,
     plan: list[PlannedRun],
@@ -382,8 +466,7 @@ def execute_plan(
     The report lists what was built and what was not; each failure has one line of reason (the
     traceback is in the run's event log, and on the terminal with ``debug``).
     """
-    assets = list(defs.assets or [])
-    resources = dict(defs.resources or {})
+    jobs = StageJobs(defs)
     report = BuildReport()
     blocked: dict[AssetKey, str] = {}  # asset -> the failed asset upstream of it
     for i, run in enumerate(plan, 1):
@@ -397,20 +480,11 @@ def execute_plan(
                 echo(f"[{i}/{len(plan)}] {run.describe()}: not run (upstream {causes} failed)")
                 continue
             echo(f"[{i}/{len(plan)}] not run: {names} (upstream {causes} failed)")
-            run = PlannedRun(runnable, run.partitions_def, run.partition_keys, run.start, run.end)
-        echo(f"[{i}/{len(plan)}] {run.describe()} ...")
+            run = PlannedRun(runnable, run.partitions_def, run.partition_keys, run.start, run.end, run.job)
+        run = jobs.assign(run)
+        echo(f"[{i}/{len(plan)}] {run.title()} ...")
         started = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = materialize(
-                assets,  # type: ignore[arg-type]
-                instance=instance,
-                resources=resources,
-                selection=run.asset_keys,
-                tags=run.tags(),
-                raise_on_error=False,
-                run_config=DEBUG_RUN_CONFIG if debug else QUIET_RUN_CONFIG,
-            )
+        result = jobs.execute(run.job, run.asset_keys, instance, run.tags(), debug=debug)
         report.run_ids.append(result.run_id)
         materialized = {
             e.asset_key for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION" and e.asset_key
@@ -468,7 +542,7 @@ def observe_sources(
 ) -> str | None:
     """Observe the observable sources (the CT-RATE files, per shard) before building, so that every
     output's data version derives from the content it was built from: all of them, or those upstream
-    of ``selected``. Returns the run id."""
+    of ``selected``, one run per stage job (``observe_<group>``). Returns the (last) run id."""
     graph = defs.resolve_asset_graph()
     wanted = upstream_closure(defs, selected) if selected is not None else set(graph.get_all_asset_keys())
     sources = sorted(
@@ -476,22 +550,20 @@ def observe_sources(
     )
     if not sources:
         return None
-    names = ", ".join(k.to_user_string() for k in sources)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = materialize(
-            list(defs.assets or []),  # type: ignore[arg-type]
-            instance=instance,
-            resources=dict(defs.resources or {}),
-            selection=sources,
-            tags={"rad3d/stage": f"observe {names}", "rad3d/source": "rad3d build"},
-            raise_on_error=False,
-            run_config=DEBUG_RUN_CONFIG if debug else QUIET_RUN_CONFIG,
-        )
-    if not result.success:
-        failures = [root_cause(e.step_failure_data.error) for e in result.all_events if e.is_step_failure]
-        echo(f"    could not observe {names}: {'; '.join(failures) or 'see the run in the UI'}")
-    return result.run_id
+    jobs = StageJobs(defs)
+    by_job: dict[str, list[AssetKey]] = {}
+    for key in sources:
+        by_job.setdefault(jobs.job_of[key], []).append(key)
+    run_id: str | None = None
+    for job, keys in by_job.items():
+        names = ", ".join(k.to_user_string() for k in keys)
+        tags = {"rad3d/stage": f"observe {names}", "rad3d/source": "rad3d build"}
+        result = jobs.execute(job, keys, instance, tags, debug=debug)
+        if not result.success:
+            failures = [root_cause(e.step_failure_data.error) for e in result.all_events if e.is_step_failure]
+            echo(f"    could not observe {names}: {'; '.join(failures) or 'see the run in the UI'}")
+        run_id = result.run_id
+    return run_id
 
 
 def _failed_checks(result: Any) -> list[Any]:

@@ -13,6 +13,7 @@ from rad3d.arguments import positive_int
 
 if TYPE_CHECKING:
     import pandas as pd
+    from dagster import AssetKey
 
 DEFAULT_OUT = "data"
 # Assets that produce each task's QA; --tasks selects them and their task partitions.
@@ -70,6 +71,17 @@ def _default_select(tasks: list[str] | None) -> str | None:
     return " or ".join(f"+key:{name}" for name in names) + " or key:release_export or key:benchmark_statistics"
 
 
+def task_of(partitions_def: object, partition: str) -> str:
+    """The task of a task-partitioned asset's partition key: the key itself, or its ``task`` dimension."""
+    from dagster import MultiPartitionsDefinition
+
+    from rad3d.build import dimension_values
+
+    if isinstance(partitions_def, MultiPartitionsDefinition):
+        return dimension_values(partitions_def, partition)["task"]
+    return partition
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from rad3d.preflight import UsageError, check_ctrate_root, check_out_dir, parse_tasks
 
@@ -113,14 +125,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     except BuildError as exc:
         raise UsageError(str(exc)) from None
 
-    def keep(key: object, partition: str) -> bool:
-        name = key.to_user_string()  # type: ignore[attr-defined]
-        if in_range is not None and not in_range(key, partition):  # type: ignore[arg-type]
+    graph = defs.resolve_asset_graph()
+
+    def keep(key: AssetKey, partition: str) -> bool:
+        if in_range is not None and not in_range(key, partition):
             return False
-        if tasks is None or name not in TASK_PARTITIONED_ASSETS:
+        if tasks is None or key.to_user_string() not in TASK_PARTITIONED_ASSETS:
             return True
-        task = partition.split("|")[-1]  # task x shard keys read "<shard>|<task>"
-        return task in tasks
+        return task_of(graph.get(key).partitions_def, partition) in tasks
 
     plan = plan_runs(defs, selected, keep, models)
     if args.plan:  # what the LLM stages of this selection would send and cost: nothing sent, nothing built
@@ -225,9 +237,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     record = read_build_record(out)
     if record.get("dagster_home") and not os.environ.get("DAGSTER_HOME"):
         os.environ["DAGSTER_HOME"] = str(record["dagster_home"])
-    ctrate_root = args.ctrate_root or record.get("ctrate_root") or os.environ.get("RAD3D_CTRATE_ROOT")
-    if ctrate_root is None:
-        ctrate_root = str(out / "sample_ctrate")
+    ctrate_root = str(
+        args.ctrate_root or record.get("ctrate_root") or os.environ.get("RAD3D_CTRATE_ROOT") or out / "sample_ctrate"
+    )
     if not Path(ctrate_root).is_dir():
         print(
             f"note: CT-RATE root {ctrate_root} not found; ingest runs from the UI will fail until you pass "
