@@ -50,7 +50,7 @@ from rad3d_pipeline.metrics import ALIGNSCORE_UNSET, PROTOCOL_VERSIONS, EngineOp
 from rad3d_pipeline.text_metrics import BertScoreF1
 from resources.llm import LlmResource
 from resources.models import MODELS_PARTITIONS, ModelsResource
-from resources.parquet_io import UNPARTITIONED_FILE, table_dir
+from resources.parquet_io import IGNORES_KEY, UNPARTITIONED_FILE, table_dir
 from resources.settings import Rad3dSettings
 
 GROUP = "evaluation"
@@ -81,6 +81,7 @@ def model_tasks(keys: list[str]) -> list[ModelTask]:
     op_tags=GPU_OP_TAGS,
     # Adapters with an input profile read <out>/volumes/<profile>/*.npy: every shard of `volumes`.
     deps=[AssetDep("volumes", partition_mapping=AllPartitionMapping())],
+    metadata={IGNORES_KEY: ["seconds"]},  # the time an answer took is not its content
     description="Each model's answer to every benchmark question (the release's test split), per model x task; "
     "resumable per batch (answered batches kept under `<out>/predictions/<model>/<task>/`).",
 )

@@ -4,6 +4,16 @@ Partitioned assets return ``dict[partition_key, DataFrame]`` so that one run can
 whole partition range (the builds run ranges, not one run per partition). Loading a
 partitioned input returns the concatenation of the requested partitions. An input whose
 ``AssetIn`` metadata sets ``allow_missing_partitions`` skips partitions never built.
+
+Every table's Dagster data version comes from its content (:mod:`rad3d_pipeline.content_version`):
+an identical rebuild keeps it, so nothing downstream turns stale; changed content changes it. Each
+partition's own content version is in its metadata (``content_version``). Dagster 1.13 records one
+data version per step output (``Output.data_version``; dagster-io/dagster#18649, #34013), so a run
+over a range gives all its partitions one: the one they carried when none of them changed, else a
+new one for the whole range (``data_version_of``), which marks the downstream partitions of the
+whole range stale, never fewer than the changed ones; a run of one partition is exact. Columns an
+asset lists in its ``content_version_ignores`` metadata (run bookkeeping: timings, skip status) are
+left out of its content.
 """
 
 from __future__ import annotations
@@ -16,8 +26,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import (
     AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
     ConfigurableIOManager,
     DagsterInvariantViolationError,
+    DataVersion,
     InputContext,
     MetadataValue,
     OutputContext,
@@ -25,9 +38,14 @@ from dagster import (
     TableSchema,
 )
 
+from rad3d_pipeline.content_version import Recorded, frame_version, output_data_version
 from rad3d_pipeline.parquet_atomic import write_parquet_atomic as write_parquet_atomic
 
 UNPARTITIONED_FILE = "all"
+DATA_VERSION_TAG = "dagster/data_version"  # where Dagster records a materialization's data version
+CONTENT_KEY = "content_version"  # metadata: the content version of the table or partition
+SCOPE_KEY = "data_version_of"  # partition metadata: whose content the data version is (one per run in Dagster 1.13)
+IGNORES_KEY = "content_version_ignores"  # asset metadata: columns that are run bookkeeping, not content
 
 
 def table_dir(base_dir: str | Path, asset_name: str) -> Path:
@@ -97,7 +115,11 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
                 raise TypeError(f"asset {name}: expected a DataFrame, got {type(obj).__name__}")
             path = self._path(name, None)
             write_parquet_atomic(obj, path, conform(obj, reference_schema([], [path] if path.exists() else [])))
-            context.add_output_metadata({**table_metadata(obj), "path": MetadataValue.path(str(path.resolve()))})
+            version = content_version(context, obj)
+            context.add_output_metadata(
+                {**table_metadata(obj), "path": MetadataValue.path(str(path.resolve())), CONTENT_KEY: version}
+            )
+            _set_data_version(context.asset_key, version)
             return
         if not isinstance(obj, dict):
             raise TypeError(f"partitioned asset {name}: return a dict of partition key to DataFrame")
@@ -105,15 +127,28 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
         missing = [k for k in keys if k not in obj]
         if missing:
             raise ValueError(f"asset {name}: no output for partition(s) {', '.join(missing)}")
+        self._write_partitions(context, name, {key: obj[key] for key in keys})
+
+    def _write_partitions(self, context: OutputContext, name: str, frames: dict[str, pd.DataFrame]) -> None:
+        """Each partition's file and metadata; the run's one data version (see the module docstring)."""
         folder = table_dir(self.base_dir, name)
         siblings = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
-        schema = reference_schema([obj[k] for k in keys], siblings)
-        for key in keys:
+        schema = reference_schema(list(frames.values()), siblings)
+        versions: dict[str, str] = {}
+        metadata: dict[str, dict[str, Any]] = {}
+        for key, frame in frames.items():
             path = self._path(name, key)
-            write_parquet_atomic(obj[key], path, conform(obj[key], schema))
-            _add_partition_metadata(
-                context, key, {**table_metadata(obj[key]), "path": MetadataValue.path(str(path.resolve()))}
-            )
+            write_parquet_atomic(frame, path, conform(frame, schema))
+            versions[key] = content_version(context, frame)
+            metadata[key] = {**table_metadata(frame), "path": MetadataValue.path(str(path.resolve()))}
+        step = _step_context()
+        recorded = {key: _recorded(step, context.asset_key, key) for key in frames} if step else {}
+        version = output_data_version(versions, recorded)
+        if step is not None:
+            step.set_data_version(context.asset_key, DataVersion(version))
+        for key in frames:
+            scope = "this partition" if version == versions[key] else "a partition range"
+            _add_partition_metadata(context, key, {**metadata[key], CONTENT_KEY: versions[key], SCOPE_KEY: scope})
 
     def load_input(self, context: InputContext) -> pd.DataFrame:
         name = context.asset_key.path[-1]
@@ -136,10 +171,41 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
         return pd.concat(frames, ignore_index=True)
 
 
+def _step_context() -> AssetExecutionContext | None:
+    try:
+        return AssetExecutionContext.get()
+    except DagsterInvariantViolationError:  # called outside a run (a test of the IO manager alone)
+        return None
+
+
+def content_version(context: OutputContext, frame: pd.DataFrame) -> str:
+    """The frame's content version, without the columns the asset's ``content_version_ignores`` names."""
+    raw = (context.definition_metadata or {}).get(IGNORES_KEY) or []
+    ignored = [str(c) for c in getattr(raw, "value", raw)]
+    return frame_version(frame.drop(columns=[c for c in ignored if c in frame.columns]))
+
+
+def _recorded(step: AssetExecutionContext, asset_key: AssetKey, partition: str) -> Recorded | None:
+    """What the partition's latest materialization recorded (content and data version), if any."""
+    records = step.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1
+    ).records
+    event = records[0].asset_materialization if records else None
+    if event is None:
+        return None
+    content = event.metadata.get(CONTENT_KEY)
+    return Recorded(None if content is None else str(content.value), event.tags.get(DATA_VERSION_TAG))
+
+
+def _set_data_version(asset_key: AssetKey, version: str) -> None:
+    """The materialization's data version: the content just written (Dagster uses it for staleness downstream)."""
+    step = _step_context()
+    if step is not None:
+        step.set_data_version(asset_key, DataVersion(version))
+
+
 def _add_partition_metadata(context: OutputContext, partition: str, metadata: dict[str, Any]) -> None:
     """Metadata on one partition's materialization (a range run materializes each partition)."""
-    try:
-        step = AssetExecutionContext.get()
-    except DagsterInvariantViolationError:  # called outside a run (a test of the IO manager alone)
-        return
-    step.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=partition)
+    step = _step_context()
+    if step is not None:
+        step.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=partition)

@@ -93,3 +93,91 @@ def test_an_empty_partition_has_the_types_of_its_siblings_alone_or_in_a_range(tm
     # c alone again, now with siblings on disk: the siblings' types.
     assert materialize([uneven], resources={"io_manager": io}, partition_key="c", instance=instance).success
     assert pq.read_schema(folder / "c.parquet").types == typed.types
+
+
+# ---------------------------------------------------------------- data versions from content
+
+
+@asset(
+    partitions_def=parts,
+    backfill_policy=BackfillPolicy.single_run(),
+    metadata={"content_version_ignores": ["seconds"]},
+)
+def timed(context: AssetExecutionContext) -> dict[str, pd.DataFrame]:
+    """Each partition's rows from the run config's ``rows`` (key -> values), with a run-dependent ``seconds``."""
+    rows = context.run.tags.get("rows", "")
+    values = dict(item.split("=") for item in rows.split(",") if item)
+    seconds = float(context.run.tags.get("seconds", "0"))
+    return {
+        k: pd.DataFrame({"key": [k], "value": [values.get(k, k)], "seconds": [seconds]}) for k in context.partition_keys
+    }
+
+
+def _versions(instance: DagsterInstance, name: str) -> dict[str, tuple[str, str, str]]:
+    """Each partition's latest (data version, content_version, data_version_of)."""
+    from dagster import AssetKey
+
+    latest = {}
+    for record in sorted(
+        instance.fetch_materializations(AssetKey(name), limit=1000).records, key=lambda r: r.storage_id
+    ):
+        event = record.asset_materialization
+        assert event is not None
+        latest[str(event.partition)] = (
+            str(event.tags["dagster/data_version"]),
+            str(event.metadata["content_version"].value),
+            str(event.metadata["data_version_of"].value),
+        )
+    return latest
+
+
+def test_data_versions_are_the_content_per_partition_alone_and_per_range(tmp_path: Path) -> None:
+    from rad3d_pipeline.content_version import combined_version, frame_version
+
+    io = PartitionedParquetIOManager(base_dir=str(tmp_path))
+    instance = DagsterInstance.ephemeral()
+    whole = {"dagster/asset_partition_range_start": "a", "dagster/asset_partition_range_end": "c"}
+
+    def run(tags: dict[str, str] | None = None, partition: str | None = None) -> dict[str, tuple[str, str, str]]:
+        result = materialize(
+            [timed], resources={"io_manager": io}, tags=tags, partition_key=partition, instance=instance
+        )
+        assert result.success
+        return _versions(instance, "timed")
+
+    first = run({**whole, "seconds": "1.5"})
+    for key, (data_version, content, scope) in first.items():
+        table = pd.read_parquet(tmp_path / "tables" / "timed" / f"{key}.parquet").drop(columns=["seconds"])
+        assert content == frame_version(table), key  # each partition's own content, as written
+        assert scope == "a partition range"
+        assert data_version == combined_version({k: v[1] for k, v in first.items()})  # one per run (Dagster 1.13)
+    # The same content in another run (other timings): every version stays.
+    assert run({**whole, "seconds": "9.0"}) == first
+    # b rebuilt alone, unchanged: it keeps the range's version; changed: its own content's.
+    assert run({"seconds": "2"}, partition="b")["b"] == first["b"]
+    changed = run({"rows": "b=new"}, partition="b")
+    assert changed["b"][0] == changed["b"][1] != first["b"][1] and changed["b"][2] == "this partition"
+    assert {k: v for k, v in changed.items() if k != "b"} == {k: v for k, v in first.items() if k != "b"}
+    # A range whose partitions carry different versions gets a new one, though nothing changed.
+    mixed = run({**whole, "rows": "b=new"})
+    assert [v[1] for v in mixed.values()] == [v[1] for v in changed.values()]
+    assert len({v[0] for v in mixed.values()}) == 1 and mixed["a"][0] not in {first["a"][0], changed["b"][0]}
+
+
+def test_an_unpartitioned_table_s_data_version_is_its_content(tmp_path: Path) -> None:
+    from dagster import AssetKey
+
+    from rad3d_pipeline.content_version import frame_version
+
+    io = PartitionedParquetIOManager(base_dir=str(tmp_path))
+    instance = DagsterInstance.ephemeral()
+    tags = {"dagster/asset_partition_range_start": "a", "dagster/asset_partition_range_end": "c"}
+    assert materialize([letters], resources={"io_manager": io}, tags=tags, instance=instance).success
+    for _ in range(2):
+        result = materialize(
+            [letters, combined], resources={"io_manager": io}, selection=["combined"], instance=instance
+        )
+        assert result.success
+    records = instance.fetch_materializations(AssetKey("combined"), limit=10).records
+    versions = {r.event_log_entry.tags["dagster/data_version"] for r in records}
+    assert versions == {frame_version(pd.read_parquet(tmp_path / "tables" / "combined" / "all.parquet"))}
