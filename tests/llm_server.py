@@ -19,7 +19,20 @@ Usage figures are counted as an OpenAI-style tokenizer would, roughly (:func:`co
 characters per token on English): each run of letters is one token per started 5 letters, each group
 of up to 3 digits one token, each run of other non-space characters one token; a prompt adds 3 tokens
 per message and 3 for the reply (OpenAI's chat format). ``token_counter`` replaces the rule (e.g. a
-real tokenizer). The prompt tokens of each distinct prompt are kept in ``prompt_tokens_by_digest``.
+real tokenizer). The prompt tokens of each distinct prompt are kept in ``prompt_tokens_by_digest``, the
+completion tokens of its (last) reply in ``completion_tokens_by_digest``.
+
+``model_like=True`` answers as a real model does with respect to counts (what ``rad3d build --plan``
+estimates; the default, scripted replies repeat pairs far more than a model does). As the paper's
+Figure 11 asks: exactly six pairs per report, each drawn from one sentence of the report (a normal
+statement for the anatomy, the abnormal ones for the pathology aspects, the Impressions for the
+sixth; which one depends on the whole report) and naming what that sentence names, so pairs of
+different reports differ unless their sentences and choices do (in the 3D-RAD release, 240 of the
+244 (question, answer) pairs of distinct scans of the fixture's 50 patients are distinct). Figure
+13's one pair per sentence names the lesion ("a specific descriptor or location"). Scores as a real
+scorer gives pairs that follow the prompt (the JSON of the example alone): 4 or 5 on every
+dimension, except for the share of flawed pairs the paper's human validation found (53 of 600
+inconsistent with the report), which get a 2 on one dimension (the curation drops them).
 """
 
 from __future__ import annotations
@@ -149,21 +162,65 @@ class ServerState:
     prompt_tokens: int = 0  # usage reported in replies sent
     completion_tokens: int = 0
     prompt_tokens_by_digest: dict[str, int] = field(default_factory=dict)
+    completion_tokens_by_digest: dict[str, int] = field(default_factory=dict)  # of the last reply to each prompt
+    model_like: bool = False  # replies with a real model's counts (see the module docstring)
 
 
-def _scores(user: str, model: str) -> dict[str, int]:
+FLAWED_SHARE = 53 / 600  # pairs inconsistent with their report in the paper's human validation
+NORMAL_STATEMENT = re.compile(r"\b(no|not|normal|open|unremarkable|within)\b", re.IGNORECASE)
+ASPECT_NOUNS = ("structure", "finding", "abnormality", "feature", "location", "diagnosis")
+
+
+def _scores(user: str, model: str, model_like: bool = False) -> dict[str, int]:
     question = re.search(r"Question: (.*)", user)
     answer = re.search(r"Answer: (.*)", user)
     text = f"{model}|{question.group(1) if question else ''}|{answer.group(1) if answer else ''}"
     digest = hashlib.sha256(text.encode()).digest()
-    return {name: 2 + digest[i] % 4 for i, name in enumerate(SCORE_NAMES)}  # 2..5
+    if not model_like:
+        return {name: 2 + digest[i] % 4 for i, name in enumerate(SCORE_NAMES)}  # 2..5
+    scores = {name: 4 + digest[i] % 2 for i, name in enumerate(SCORE_NAMES)}  # 4..5
+    if int.from_bytes(digest[8:12], "big") / 2**32 < FLAWED_SHARE:
+        scores[SCORE_NAMES[digest[12] % len(SCORE_NAMES)]] = 2
+    return scores
 
 
-def _score_reply(user: str, model: str) -> str:
+def _score_reply(user: str, model: str, model_like: bool = False) -> str:
+    if model_like:  # as the paper's scorer (GPT-4o-mini) answers the Figure 17 example format: the JSON alone
+        return json.dumps(_scores(user, model, model_like), indent=2)
     return "<think>Checking the pair.</think>\n" + json.dumps(_scores(user, model), indent=2)
 
 
-def _task12_pairs(user: str) -> list[tuple[str, str]]:
+def _report_sentences(text: str) -> list[str]:
+    return [s.strip() for s in re.split(r"(?<=[A-Za-z0-9])\.\s+", text.strip().rstrip(".")) if s.strip()]
+
+
+def _model_like_task12_pairs(user: str) -> list[tuple[str, str]]:
+    """Six pairs, each naming what one sentence of the report names (a model's specificity)."""
+    findings = re.search(r"Findings: (.*)", user)
+    impressions = re.search(r"Impressions: (.*)", user)
+    starters = re.findall(r"Question-\d: (\w+) \.\.\.", user) or ["What"] * 6
+    found = _report_sentences(findings.group(1) if findings else "") or ["No abnormality is seen"]
+    # As the aspects ask: anatomy from a normal statement, the pathology aspects from the abnormal ones.
+    normal = [s for s in found if NORMAL_STATEMENT.search(s)] or found
+    abnormal = [s for s in found if not NORMAL_STATEMENT.search(s)] or found
+    # Which statement a model picks depends on the whole report (its context), not on the sentence alone.
+    choice = int(hashlib.sha256(user.encode()).hexdigest()[:8], 16)
+    picks = [normal[choice % len(normal)]] + [
+        abnormal[(choice + i * len(abnormal) // 4) % len(abnormal)] for i in range(4)
+    ]
+    picks.append((_report_sentences(impressions.group(1) if impressions else "") or ["Normal study"])[0])
+    pairs = []
+    for starter, noun, sentence in zip(starters, ASPECT_NOUNS, picks, strict=True):
+        words = re.findall(r"[A-Za-z]+", sentence)
+        subject = " ".join(words[:4]).lower() or "chest"
+        answer = " ".join(words[-3:]).capitalize() or "Normal"
+        pairs.append((f"{starter} {noun} is seen in the {subject}?", answer))
+    return pairs
+
+
+def _task12_pairs(user: str, model_like: bool = False) -> list[tuple[str, str]]:
+    if model_like:
+        return _model_like_task12_pairs(user)
     findings = re.search(r"Findings: (.*)", user)
     text = findings.group(1) if findings else ""
     where = LOCATION.search(text)
@@ -180,7 +237,7 @@ def _task12_pairs(user: str) -> list[tuple[str, str]]:
     ]
 
 
-def _task12_reply(user: str) -> str:
+def _task12_reply(user: str, model_like: bool = False) -> str:
     headings = [
         "1). Anatomical observation (based on Findings)",
         "2). Pathological observation (based on Findings)",
@@ -190,7 +247,7 @@ def _task12_reply(user: str) -> str:
         "6). Abnormality or normality diagnosis (based on Impressions)",
     ]
     lines = []
-    for i, (heading, (question, answer)) in enumerate(zip(headings, _task12_pairs(user), strict=True), 1):
+    for i, (heading, (question, answer)) in enumerate(zip(headings, _task12_pairs(user, model_like), strict=True), 1):
         label = f"**Question-{i}:**" if i == 1 else f"Question-{i}:"
         lines += [heading, f"{label} {question} Answer: {answer}"]
     return "\n".join(lines)
@@ -205,16 +262,19 @@ def _stage1_reply(user: str) -> str:
     return "\n".join(f"{i}). Sentence-{i}: {s}" for i, s in enumerate(_stage1_sentences(user), 1))
 
 
-def _stage2_qa(user: str) -> tuple[str, str, str]:
+def _stage2_qa(user: str, model_like: bool = False) -> tuple[str, str, str]:
     sentence = user.split("Radiology description sentence:")[-1].split("Desired format:")[0].strip()
     match = MEASURE.search(sentence)
     value = f"{match.group(1)} {match.group(2)}" if match else "unknown"
     aspect = "Thickness" if "thick" in sentence.lower() else ("Size" if match and "x" in match.group(1) else "Diameter")
+    if model_like:  # Figure 13: "a specific descriptor or location to uniquely identify the lesion"
+        subject = " ".join(re.findall(r"[A-Za-z]+", sentence)[:5]).lower() or "lesion"
+        return aspect, f"What is the {aspect.lower()} of the {subject}?", value
     return aspect, f"What is the {aspect.lower()} of the finding described?", value
 
 
-def _stage2_reply(user: str) -> str:
-    aspect, question, answer = _stage2_qa(user)
+def _stage2_reply(user: str, model_like: bool = False) -> str:
+    aspect, question, answer = _stage2_qa(user, model_like)
     return f"{aspect}\nQuestion: {question} Answer: {answer}"
 
 
@@ -241,40 +301,41 @@ def template_of(messages: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def scripted_reply(messages: list[dict[str, Any]], model: str) -> str:
+def scripted_reply(messages: list[dict[str, Any]], model: str, model_like: bool = False) -> str:
     user = str(messages[-1].get("content", "")) if messages else ""
     template = template_of(messages)
     if template == "scoring":
-        return _score_reply(user, model)
+        return _score_reply(user, model, model_like)
     if template == "task12":
-        return _task12_reply(user)
+        return _task12_reply(user, model_like)
     if template == "task3_stage1":
         return _stage1_reply(user)
     if template == "task3_stage2":
-        return _stage2_reply(user)
+        return _stage2_reply(user, model_like)
     if template == "spatial_judge":
         return json.dumps(_spatial_verdict(user))
     return "I do not know this prompt."
 
 
-def json_reply(messages: list[dict[str, Any]], model: str) -> str:
+def json_reply(messages: list[dict[str, Any]], model: str, model_like: bool = False) -> str:
     """The same content as :func:`scripted_reply`, as the JSON of ``rad3d_pipeline.llm.schemas``."""
     user = str(messages[-1].get("content", "")) if messages else ""
     template = template_of(messages)
     value: dict[str, Any]
     if template == "scoring":
-        value = _scores(user, model)
+        value = _scores(user, model, model_like)
     elif template == "task12":
-        value = {"pairs": [{"index": i, "question": q, "answer": a} for i, (q, a) in enumerate(_task12_pairs(user), 1)]}
+        pairs = _task12_pairs(user, model_like)
+        value = {"pairs": [{"index": i, "question": q, "answer": a} for i, (q, a) in enumerate(pairs, 1)]}
     elif template == "task3_stage1":
         value = {"sentences": _stage1_sentences(user)}
     elif template == "task3_stage2":
-        aspect, question, answer = _stage2_qa(user)
+        aspect, question, answer = _stage2_qa(user, model_like)
         value = {"aspect": aspect, "question": question, "answer": answer}
     elif template == "spatial_judge":
         value = _spatial_verdict(user)
     else:
-        return scripted_reply(messages, model)
+        return scripted_reply(messages, model, model_like)
     return json.dumps(value)
 
 
@@ -286,8 +347,8 @@ def prompt_digest(messages: list[dict[str, Any]], model: str) -> str:
 def reply_text(state: ServerState, messages: list[dict[str, Any]], model: str) -> str:
     """The reply in the server's format (``paper``: seeded by the prompt, so a prompt always gets the same)."""
     if state.reply_format == "scripted":
-        return scripted_reply(messages, model)
-    text = json_reply(messages, model)
+        return scripted_reply(messages, model, state.model_like)
+    text = json_reply(messages, model, state.model_like)
     template = template_of(messages)
     if state.reply_format == "paper" and template is not None:
         from tests.paper_formats import to_paper_format
@@ -538,6 +599,7 @@ def make_handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
                 prompt_tokens = prompt_token_count(messages, state.token_counter)
                 with state.lock:
                     state.prompt_tokens_by_digest[digest] = prompt_tokens
+                    state.completion_tokens_by_digest[digest] = state.token_counter(text)
                 data = json.dumps(self._completion(model, text, finish, prompt_tokens)).encode()
                 if kind == "cut_json":
                     self._send_raw(200, data[: len(data) // 2], "application/json")
@@ -592,6 +654,7 @@ class LocalLlmServer:
         api_key: str | None = None,
         known_models: set[str] | None = None,
         token_counter: Callable[[str], int] = count_tokens,
+        model_like: bool = False,
     ) -> None:
         if reply_format not in {"scripted", "json", "paper"}:
             raise ValueError(f"reply_format={reply_format!r}: scripted, json or paper")
@@ -602,6 +665,7 @@ class LocalLlmServer:
             api_key=api_key,
             known_models=known_models,
             token_counter=token_counter,
+            model_like=model_like,
         )
         self.state.rng = random.Random(self.state.faults.seed)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self.state))

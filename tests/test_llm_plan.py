@@ -12,17 +12,16 @@ import json
 import os
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from rad3d_pipeline.llm.cache import ResponseCache, request_key
 from rad3d_pipeline.llm.client import EndpointConfig, run_all
 from rad3d_pipeline.llm.parsers import ParseError
 from rad3d_pipeline.llm.plan import (
-    DEFAULT_CHARS_PER_TOKEN,
     MESSAGE_OVERHEAD,
     REPLY_OVERHEAD,
     PlanningClient,
@@ -30,6 +29,9 @@ from rad3d_pipeline.llm.plan import (
     TokenCounter,
     TokenizerFileError,
     cache_usage,
+    reply_examples,
+    rule_prompt_tokens,
+    rule_tokens,
 )
 from tests.conftest import skip_or_fail
 from tests.llm_server import LocalLlmServer, count_tokens
@@ -97,22 +99,60 @@ def test_planning_client_follows_the_cached_attempts_and_sends_nothing(tmp_path:
     assert (judged.requests, judged.shared) == (0, 1)
 
 
-def test_chars_per_token_is_calibrated_on_the_cache_and_defaults_to_four(tmp_path: Path) -> None:
+def test_the_token_rule_is_calibrated_on_the_cache_and_defaults_to_four_letters_per_token(tmp_path: Path) -> None:
+    assert rule_tokens("x" * 400) == pytest.approx(100.0)  # prose: 4 letters (and spaces) per token
+    assert rule_tokens('{"a": 12, "b": 3}') == pytest.approx(5 / 4 + 6)  # a, b, 3 spaces; 6 symbol runs
     empty = TokenCounter(cache_usage(tmp_path / "absent.sqlite"))
-    assert empty.chars_per_token("m") == DEFAULT_CHARS_PER_TOKEN
-    assert empty.count("m", _messages("x" * 390)) == pytest.approx((390 + 10) / 4.0)
+    assert empty.scale("m") == 1.0
+    # "You grade." + "x" * 390: 399 letters and spaces, one "."; 3 per message and 3 for the reply
+    assert empty.count("m", _messages("x" * 390)) == pytest.approx(399 / 4 + 1 + 3 * 2 + 3)
     cache = ResponseCache(tmp_path / "cache.sqlite")
     endpoint = EndpointConfig(model="m")
-    _put(cache, endpoint, _messages("y" * 290), 0, "OK", prompt_tokens=100, completion_tokens=7)  # 300 chars
-    _put(cache, endpoint, _messages("z" * 590), 0, "OK", prompt_tokens=200, completion_tokens=9)  # 600 chars
+    small, large = _messages("y" * 290), _messages("z" * 590)
+    _put(cache, endpoint, small, 0, "OK", prompt_tokens=100, completion_tokens=7)
+    _put(cache, endpoint, large, 0, "OK", prompt_tokens=200, completion_tokens=9)
     _put(cache, endpoint, _messages("v" * 90), 1, "OK", prompt_tokens=0)  # no usage figures: left out
     usage = cache_usage(cache.path)
-    assert usage.chars_per_token == {"m": pytest.approx(900 / 300)}
+    ruled = rule_prompt_tokens(small) + rule_prompt_tokens(large)
+    assert usage.scale == {"m": pytest.approx(300 / ruled)}
     assert usage.completion_mean == {"scoring": pytest.approx(8.0)}
     counter = TokenCounter(usage)
-    assert counter.count("m", _messages("w" * 290)) == pytest.approx(100.0)
-    assert counter.count("other-model", _messages("w" * 290)) == pytest.approx(100.0)  # the whole cache's ratio
-    assert counter.completion("scoring") == pytest.approx(8.0)
+    assert counter.count("m", small) == pytest.approx(rule_prompt_tokens(small) * 300 / ruled)
+    assert counter.count("other-model", small) == pytest.approx(counter.count("m", small))  # the whole cache's
+    assert counter.completion("scoring", "m") == pytest.approx(8.0)  # cached replies' mean
+    # Before any reply is cached: the tokens of the reply the prompt asks for (its example response).
+    example = reply_examples("scoring")
+    assert len(example) == 1 and '"Visual Verifiability": 3' in example[0]
+    assert empty.completion("scoring", "m") == pytest.approx(rule_tokens(example[0]))
+    assert len(reply_examples("spatial_judge")) == 2  # its two example verdicts, averaged
+    assert "Question-6: <Starter6>" in reply_examples("task12")[0]
+
+
+def test_the_keep_share_comes_from_the_cached_scores_history_else_the_default(tmp_path: Path) -> None:
+    """Before this build's candidates are scored, the spatial judge's share of kept pairs is the curation filter
+    on the cache's earlier scoring replies (the scorer's own first), else the documented default."""
+    from rad3d_pipeline.llm.plan import DEFAULT_KEEP_SHARE, PlanConfig, PlanInputs, Planner
+
+    empty = pd.DataFrame(columns=["qa_id", "question", "answer"])
+    scorer = EndpointConfig(model="scorer-m")
+    config = PlanConfig("openai", scorer, scorer, scorer)
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    planner = Planner(config, cache, PlanInputs(empty, empty))
+    assert planner._keep_share(empty, empty) == (DEFAULT_KEEP_SHARE, "default")
+    other = EndpointConfig(model="other-m")
+    good = '{"Visual Verifiability": 4, "Specificity & Clarity": 5, "Answer Appropriateness": 4, ' + (
+        '"Q-A Alignment": 5, "Linguistic Quality": 4}'
+    )
+    flawed = good.replace('"Q-A Alignment": 5', '"Q-A Alignment": 2')  # one dimension under 3: dropped
+    for i in range(30):  # another model's history: 20 of 30 pass
+        _put(cache, other, _messages(f"pair {i}"), 0, good if i < 20 else flawed, 100, 40)
+    _put(cache, other, _messages("cut"), 1, "{", 100, 40)  # a reply that does not parse is not a score
+    share, source = Planner(config, cache, PlanInputs(empty, empty))._keep_share(empty, empty)
+    assert share == pytest.approx(20 / 30) and "every model's" in source
+    for i in range(25):  # the scorer's own history wins: 25 of 25 pass
+        _put(cache, scorer, _messages(f"pair {i}"), 0, good, 100, 40)
+    share, source = Planner(config, cache, PlanInputs(empty, empty))._keep_share(empty, empty)
+    assert share == pytest.approx(1.0) and "the scorer's" in source
 
 
 def test_a_tokenizer_file_counts_with_the_model_s_tokenizer(tmp_path: Path) -> None:
@@ -176,19 +216,36 @@ def _build(ctrate: Path, out: Path, env: dict[str, str], *extra: str) -> subproc
     )
 
 
-def _sent(server: LocalLlmServer, templates: tuple[str, ...], model: str) -> tuple[int, int]:
-    """Distinct prompts the server was asked (first attempts) and the prompt tokens it counted for them."""
-    tokens: dict[str, int] = {}
+def _sent(server: LocalLlmServer, templates: tuple[str, ...], model: str) -> tuple[int, int, int]:
+    """Distinct prompts the server was asked, and the prompt and completion tokens it counted for them."""
+    tokens: dict[str, tuple[int, int]] = {}
     for body, (template, digest) in zip(server.state.bodies, server.state.prompts, strict=True):
         if template in templates and body.get("model") == model:
-            tokens[digest] = server.state.prompt_tokens_by_digest[digest]
-    return len(tokens), sum(tokens.values())
+            tokens[digest] = (
+                server.state.prompt_tokens_by_digest[digest],
+                server.state.completion_tokens_by_digest[digest],
+            )
+    return len(tokens), sum(p for p, _ in tokens.values()), sum(c for _, c in tokens.values())
+
+
+STAGE_SENDERS: dict[str, tuple[tuple[str, ...], str]] = {
+    "qa_candidates": (GENERATION, "generator-m"),
+    "qa_scores": (("scoring",), "scorer-m"),
+    "scoring_consistency": (("scoring",), "judge-a"),
+    "spatial_qa": (("spatial_judge",), "spatial-m"),
+}
+
+
+def _within(planned: float, sent: float, share: float = 0.15) -> bool:
+    return abs(planned - sent) <= share * sent
 
 
 @pytest.mark.slow
 def test_plan_first_then_the_build_sends_what_was_planned(fixtures: Path, tmp_path: Path) -> None:
+    """With an empty cache, every stage's requests and tokens within 15% of what the build sends (the server
+    answering with a real model's counts), generation request for request; then everything cached, cost 0."""
     ctrate, out = fixtures / "ctrate_mini", tmp_path / "out"
-    with LocalLlmServer() as server:
+    with LocalLlmServer(model_like=True) as server:
         env = _env(server, tmp_path / "home")
         planned = _build(ctrate, out, env, "--plan")
         assert planned.returncode == 0, planned.stdout[-3000:] + planned.stderr[-3000:]
@@ -202,11 +259,7 @@ def test_plan_first_then_the_build_sends_what_was_planned(fixtures: Path, tmp_pa
         again = _build(ctrate, out, env, "--plan")
         assert again.returncode == 0, again.stderr[-3000:]
         cached_plan = json.loads((out / "reports" / "plan.json").read_text())["stages"]
-
-        generation, generation_tokens = _sent(server, GENERATION, "generator-m")
-        scoring, scoring_tokens = _sent(server, ("scoring",), "scorer-m")
-        judged, _ = _sent(server, ("scoring",), "judge-a")
-        spatial, _ = _sent(server, ("spatial_judge",), "spatial-m")
+        sent = {stage: _sent(server, templates, model) for stage, (templates, model) in STAGE_SENDERS.items()}
 
         # A new scorer on the built candidates: scoring's inputs exist now, so its plan is exact.
         rescore = {**env, "RAD3D_SCORER_MODEL": "scorer-2"}
@@ -217,54 +270,50 @@ def test_plan_first_then_the_build_sends_what_was_planned(fixtures: Path, tmp_pa
         rebuilt = _build(ctrate, out, rescore)
         assert rebuilt.returncode == 0, rebuilt.stdout[-3000:] + rebuilt.stderr[-3000:]
         assert server.state.requests > before
-        rescored, rescored_tokens = _sent(server, ("scoring",), "scorer-2")
-        respatial, _ = _sent(server, ("spatial_judge",), "spatial-m")
-    assert rescore_plan["qa_candidates"]["requests"] == 0 and rescore_plan["qa_candidates"]["cached"] == generation
-    assert rescore_plan["qa_scores"]["estimate"] is False
-    assert rescore_plan["qa_scores"]["requests"] == rescored == scoring  # the same pairs, asked of the new model
-    assert rescore_plan["scoring_consistency"] == {**cached_plan["scoring_consistency"]}  # judges unchanged
-    # The spatial judge sees what the new scores keep: an estimate until they are cached.
-    assert rescore_plan["spatial_qa"]["estimate"] is True
-    assert rescore_plan["spatial_qa"]["cached"] + rescore_plan["spatial_qa"]["requests"] > 0
-    # With a calibrated chars-per-token rule (the cache's usage figures), tokens come within 15%.
-    assert abs(rescore_plan["qa_scores"]["prompt_tokens"] - rescored_tokens) <= 0.15 * rescored_tokens
-    print("rescore", rescore_plan["qa_scores"], rescored, rescored_tokens, rescore_plan["spatial_qa"], respatial)
-    figures: dict[str, Any] = {
-        stage: (plan[stage]["requests"], plan[stage]["prompt_tokens"], plan[stage]["estimate"]) for stage in plan
+        rescored, rescored_tokens, _ = _sent(server, ("scoring",), "scorer-2")
+        respatial_all, _, _ = _sent(server, ("spatial_judge",), "spatial-m")
+    figures = {
+        stage: {
+            "requests": (plan[stage]["requests"], sent[stage][0]),
+            "prompt_tokens": (plan[stage]["prompt_tokens"], sent[stage][1]),
+            "completion_tokens": (plan[stage]["completion_tokens"], sent[stage][2]),
+        }
+        for stage in STAGE_SENDERS
     }
-    print("planned", figures, "sent", generation, scoring, judged, spatial)
+    print("planned vs sent", json.dumps(figures))
     # Generation: its inputs exist before the build, so the plan is exact (request by request).
-    assert plan["qa_candidates"]["estimate"] is False
-    assert plan["qa_candidates"]["requests"] == generation > 50
-    assert plan["qa_candidates"]["cached"] == 0
-    assert abs(plan["qa_candidates"]["prompt_tokens"] - generation_tokens) <= 0.15 * generation_tokens
-    # Scoring and judges depend on candidates not generated yet: estimates, said so.
-    for stage, sent in (("qa_scores", scoring), ("scoring_consistency", judged), ("spatial_qa", spatial)):
+    assert plan["qa_candidates"]["estimate"] is False and plan["qa_candidates"]["cached"] == 0
+    assert plan["qa_candidates"]["requests"] == sent["qa_candidates"][0] > 50
+    # Scoring and judges depend on candidates not generated yet: estimates, said so, within 15%.
+    for stage in ("qa_scores", "scoring_consistency", "spatial_qa"):
         assert plan[stage]["estimate"] is True, stage
-        assert sent > 0 and plan[stage]["requests"] > 0, stage
-    # The estimate counts the rules backend's distinct pairs per report; this server repeats (question,
-    # answer) pairs far more than the rules templates (and a real model) do, so it sends fewer: measured
-    # here +38% (281 planned, 204 sent). The tokens per scoring request are within 15%.
-    for stage, sent in (("qa_scores", scoring), ("scoring_consistency", judged)):
-        assert sent <= plan[stage]["requests"] <= 2 * sent, (stage, plan[stage], sent)
-    per_request = plan["qa_scores"]["prompt_tokens"] / plan["qa_scores"]["requests"]
-    assert abs(per_request - scoring_tokens / scoring) <= 0.15 * scoring_tokens / scoring
-    for stage in ("qa_candidates", "qa_scores", "scoring_consistency", "spatial_qa"):
+    for stage, measures in figures.items():
+        for measure, (planned_value, sent_value) in measures.items():
+            assert sent_value > 0 and _within(planned_value, sent_value), (stage, measure, planned_value, sent_value)
+    for stage in STAGE_SENDERS:
         assert plan[stage]["cost_usd"] > 0 and plan[stage]["cost_usd_batch"] == pytest.approx(
             plan[stage]["cost_usd"] / 2, abs=1e-6
         )
     # After the build, everything is cached: nothing to send, no cost, nothing estimated.
-    for stage, sent in (
-        ("qa_candidates", generation),
-        ("qa_scores", scoring),
-        ("scoring_consistency", judged),
-        ("spatial_qa", spatial),
-    ):
+    for stage in STAGE_SENDERS:
         assert cached_plan[stage]["requests"] == 0, (stage, cached_plan[stage])
         assert cached_plan[stage]["cost_usd"] == 0 and cached_plan[stage]["cost_usd_batch"] == 0
         assert cached_plan[stage]["estimate"] is False
-        assert cached_plan[stage]["cached"] == sent, (stage, cached_plan[stage], sent)
-    assert Counter(t for t, _ in server.state.prompts)  # the server saw the build, not the plans
+        assert cached_plan[stage]["cached"] == sent[stage][0], (stage, cached_plan[stage], sent[stage])
+    # The new scorer: the same pairs asked of it, planned exactly; the judges unchanged (all cached).
+    assert rescore_plan["qa_candidates"]["requests"] == 0
+    assert rescore_plan["qa_candidates"]["cached"] == sent["qa_candidates"][0]
+    assert rescore_plan["qa_scores"]["estimate"] is False
+    assert rescore_plan["qa_scores"]["requests"] == rescored == sent["qa_scores"][0]
+    assert rescore_plan["scoring_consistency"] == {**cached_plan["scoring_consistency"]}
+    # With a calibrated rule (the cache's usage figures), tokens come within 15%.
+    assert _within(rescore_plan["qa_scores"]["prompt_tokens"], rescored_tokens)
+    # The spatial judge sees what the new scores keep: an estimate (the keep share from the cached scores'
+    # history), cached pairs counted from the cache, the new ones within 15% of what the build then sent.
+    respatial = respatial_all - sent["spatial_qa"][0]
+    assert rescore_plan["spatial_qa"]["estimate"] is True
+    print("rescore", rescore_plan["qa_scores"]["requests"], rescored, rescore_plan["spatial_qa"], respatial)
+    assert respatial > 0 and _within(rescore_plan["spatial_qa"]["requests"], respatial)
 
 
 # --------------------------------------------------------------------------- the asset and the CLI

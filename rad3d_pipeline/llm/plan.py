@@ -14,49 +14,58 @@ would compute, and "cached" means exactly what the build would read from the cac
 - a request another stage of the same plan sends first is **shared** (the build finds it cached).
 
 Where a stage's inputs do not exist yet (scores of candidates not generated, curated QA of
-candidates not scored), its figures are **estimates** (``estimate: true``):
+candidates not scored), its figures are **estimates** (``estimate: true``), from the prompts' own
+specification and the inputs, the cache's history where it has some, else documented defaults:
 
-- candidates of a generation request not cached: the rules backend's (question, answer) pairs and
-  rows on the same reports and sentences, per task and shard, counting only pairs no earlier shard
-  made (the scoring stage asks each distinct pair once), times the share of the shard's requests not
-  cached; scaled by the model's own pairs (and rows) over the rules' on the shards whose generation
-  is all cached, when there are any;
+- candidates of a generation request not cached: what the prompt asks for, on the inputs: Figure 11's
+  six pairs per distinct report (two of Task 1, four of Task 2) on every volume of the report, Figure
+  13's one pair per distinct measurement sentence on every row of it; scoring asks each distinct pair
+  once, so the pairs count times the share of distinct pairs among pairs of different requests: measured
+  on this plan's cached replies (``MIN_HISTORY`` requests or more), else ``DEFAULT_DISTINCT_SHARE`` (the
+  3D-RAD release: 240 of 244);
 - consistency judges: the task-proportional sample is min(sample size, candidate rows); its distinct
   pairs are the candidates' distinct pairs times (sample / rows);
-- the spatial judge: the distinct pairs of all candidates times the keep share of the curation
-  (measured on the cached scores where there are any, else ``DEFAULT_KEEP_SHARE``);
-- the prompt tokens of an estimated request: the mean over the same template rendered with the
-  rules backend's pairs.
+- the spatial judge (every distinct curated pair): the distinct pairs of all candidates times the keep
+  share of the curation: measured on this plan's scored candidates, else the filter on the cache's
+  scoring replies (the scorer's, else every model's), else ``DEFAULT_KEEP_SHARE`` (the paper's
+  validation: 53 of 600 pairs inconsistent with their report); the cap of 10 is not modelled there;
+- the prompt tokens of an estimated request: the mean over the same template rendered with the rules
+  backend's pairs on the same reports.
 
-Prompt tokens are counted on the rendered messages: with a ``tokenizers`` tokenizer file when one is
+Tokens are counted on the rendered messages: with a ``tokenizers`` tokenizer file when one is
 configured (``RAD3D_TOKENIZER``; the content's tokens plus ``MESSAGE_OVERHEAD`` per message and
-``REPLY_OVERHEAD``, OpenAI's chat format), else characters / chars-per-token, calibrated per model on
-the cache's usage figures (prompt characters over prompt tokens of its cached replies; a model
-without cached replies takes the ratio over every cached reply; ``DEFAULT_CHARS_PER_TOKEN`` when the
-cache has none). Completion tokens: the mean of the cached replies of the
-template, else ``DEFAULT_COMPLETION_TOKENS``. Cost: the endpoint's prices per million tokens; the
-Batch API at ``BATCH_DISCOUNT`` of it.
+``REPLY_OVERHEAD``, OpenAI's chat format), else with :func:`rule_tokens` (``DEFAULT_CHARS_PER_TOKEN``
+letters and spaces per token, one token per run of digits and symbols, which BPE tokenizers split off)
+plus the same overheads, scaled per model by the cache's usage figures (the prompt tokens the endpoint
+reported over the rule's count of the same prompts; a model without cached replies takes the ratio over
+every cached reply; 1 when the cache has none). Completion tokens: the mean of the cached replies of the
+template, else the tokens of the reply the prompt asks for (its desired format or example response,
+filled from the inputs: the rules backend's pairs with answers as long as the prompt allows, the
+measurement sentences). Cost: the endpoint's prices per million tokens; the Batch API at
+``BATCH_DISCOUNT`` of it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
 
-from rad3d_pipeline.curation import CurationSettings, curate
+from rad3d_pipeline.curation import CurationSettings, curate, passes_filter
 from rad3d_pipeline.errors import InputFileError
 from rad3d_pipeline.judges import sample_for_consistency
 from rad3d_pipeline.llm.cache import ResponseCache, request_key
 from rad3d_pipeline.llm.client import EndpointConfig, LlmClient, Outcome, run_all, template_name
-from rad3d_pipeline.llm.parsers import ParseError
+from rad3d_pipeline.llm.parsers import SCORE_DIMENSIONS, ParseError, parse_scores
 from rad3d_pipeline.llm.prompts import load_template, starters_for
-from rad3d_pipeline.open_qa import candidates_frame
+from rad3d_pipeline.open_qa import candidates_frame, report_key
 from rad3d_pipeline.open_qa_llm import generate_task3, generate_task12, score_candidates, stage1_sentences_llm
 from rad3d_pipeline.patients import shard_column
 from rad3d_pipeline.rules_backend import MODEL as RULES_MODEL
@@ -64,19 +73,23 @@ from rad3d_pipeline.rules_backend import generate_rules
 
 T = TypeVar("T")
 
-DEFAULT_CHARS_PER_TOKEN = 4.0
-MESSAGE_OVERHEAD = 3  # tokens per chat message (OpenAI's chat format), with a tokenizer file
+DEFAULT_CHARS_PER_TOKEN = 4.0  # letters and spaces per token of English (OpenAI's BPE tokenizers)
+MESSAGE_OVERHEAD = 3  # tokens per chat message (OpenAI's chat format)
 REPLY_OVERHEAD = 3  # tokens priming the reply
 BATCH_DISCOUNT = 0.5  # the Batch API's price, as a share of the ordinary one
-DEFAULT_KEEP_SHARE = 0.5  # share of scored pairs the curation keeps, before any score is cached
-# Completion tokens per reply of each template, before any reply of it is cached.
-DEFAULT_COMPLETION_TOKENS: dict[str, int] = {
-    "task12": 250,
-    "task3_stage1": 120,
-    "task3_stage2": 50,
-    "scoring": 80,
-    "spatial_judge": 25,
-}
+# Before any reply is cached: the share of distinct (question, answer) pairs among the pairs of different
+# requests (in the 3D-RAD release, 240 of the 244 pairs of distinct scans of the ctrate_mini patients), and
+# the share of scored pairs the curation keeps (the paper's human validation found 53 of 600 sampled pairs
+# inconsistent with their report, the kind the five-dimension filter drops; every other pair of a
+# generator that follows the prompt scores 3 or more).
+DEFAULT_DISTINCT_SHARE = 240 / 244
+DEFAULT_KEEP_SHARE = 1 - 53 / 600
+PROXY_REPORTS = 300  # reports the rules backend renders to give estimated requests their text
+MIN_HISTORY = 20  # cached requests (or scores) needed before their shares replace the defaults
+# What one reply of each generation prompt yields, as the prompt asks (Figure 11: exactly six pairs, aspects
+# 1-2 Task 1 and 3-6 Task 2; Figure 13: one pair per measurement sentence).
+PAIRS_PER_REPORT: dict[int, int] = {1: 2, 2: 4}
+PAIRS_PER_SENTENCE = 1
 STAGES: tuple[str, ...] = ("qa_candidates", "qa_scores", "scoring_consistency", "spatial_qa")
 STAGE_TEMPLATES: dict[str, tuple[str, ...]] = {
     "qa_candidates": ("task12", "task3_stage1", "task3_stage2"),
@@ -85,6 +98,7 @@ STAGE_TEMPLATES: dict[str, tuple[str, ...]] = {
     "spatial_qa": ("spatial_judge",),
 }
 NOT_CACHED = "planned"  # the error kind of a planned request's outcome (nothing is sent)
+_SYMBOLS = re.compile(r"[^\sA-Za-z]+")
 
 
 # --------------------------------------------------------------------------- token counting
@@ -101,47 +115,65 @@ def prompt_chars(messages: Sequence[dict[str, Any]]) -> int:
     return sum(len(message_text(m)) for m in messages)
 
 
+def rule_tokens(text: str) -> float:
+    """The default count: letters and spaces at ``DEFAULT_CHARS_PER_TOKEN`` per token, and one token per run of
+    digits and symbols (BPE tokenizers split those off: JSON, numbers and lists count more than prose)."""
+    symbols = _SYMBOLS.findall(text)
+    return (len(text) - sum(len(s) for s in symbols)) / DEFAULT_CHARS_PER_TOKEN + len(symbols)
+
+
+def rule_prompt_tokens(messages: Sequence[dict[str, Any]]) -> float:
+    return sum(rule_tokens(message_text(m)) for m in messages) + MESSAGE_OVERHEAD * len(messages) + REPLY_OVERHEAD
+
+
 @dataclass(frozen=True)
 class CacheUsage:
-    """What the cache's usage figures say: chars per prompt token per model, completion tokens per template."""
+    """What the cache says: per model the endpoint's prompt tokens over the rule's, per template the mean
+    completion tokens, and per model the scores of its cached scoring replies (the curation's history)."""
 
-    chars_per_token: dict[str, float] = field(default_factory=dict)
+    scale: dict[str, float] = field(default_factory=dict)
     completion_mean: dict[str, float] = field(default_factory=dict)
     replies: int = 0
-    overall_chars_per_token: float | None = None  # over every model's cached replies
+    overall_scale: float | None = None  # over every model's cached replies
+    scores: dict[str, list[dict[str, int]]] = field(default_factory=dict)
 
 
 def cache_usage(path: Path) -> CacheUsage:
     """Read once from the cache database (read-only); an absent cache gives the defaults."""
     if not path.is_file():
         return CacheUsage()
-    chars: dict[str, int] = {}
+    rule: dict[str, float] = {}
     tokens: dict[str, int] = {}
     completion: dict[str, list[int]] = {}
+    scores: dict[str, list[dict[str, int]]] = {}
     replies = 0
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
     try:
-        rows = conn.execute("SELECT model, prompt_tokens, completion_tokens, request FROM replies")
-        for model, prompt_tokens, completion_tokens, request in rows:
+        rows = conn.execute("SELECT model, prompt_tokens, completion_tokens, request, text, finish_reason FROM replies")
+        for model, prompt_tokens, completion_tokens, request, text, finish in rows:
             replies += 1
             try:
                 parsed = json.loads(request)
             except (TypeError, ValueError):
                 continue
+            name = template_name(str(parsed.get("template_version", "")))
             if int(prompt_tokens or 0) > 0:
-                chars[model] = chars.get(model, 0) + prompt_chars(parsed.get("messages") or [])
+                rule[model] = rule.get(model, 0.0) + rule_prompt_tokens(parsed.get("messages") or [])
                 tokens[model] = tokens.get(model, 0) + int(prompt_tokens)
             if int(completion_tokens or 0) > 0:
-                name = template_name(str(parsed.get("template_version", "")))
                 completion.setdefault(name, []).append(int(completion_tokens))
+            if name == "scoring" and finish != "length":
+                with contextlib.suppress(ParseError):
+                    scores.setdefault(str(model), []).append(parse_scores(str(text)))
     finally:
         conn.close()
-    all_chars, all_tokens = sum(chars.values()), sum(tokens.values())
+    all_rule, all_tokens = sum(rule.values()), sum(tokens.values())
     return CacheUsage(
-        {m: chars[m] / tokens[m] for m in tokens if tokens[m] > 0 and chars[m] > 0},
+        {m: tokens[m] / rule[m] for m in tokens if tokens[m] > 0 and rule[m] > 0},
         {name: sum(v) / len(v) for name, v in completion.items()},
         replies,
-        all_chars / all_tokens if all_chars > 0 and all_tokens > 0 else None,
+        all_tokens / all_rule if all_rule > 0 and all_tokens > 0 else None,
+        scores,
     )
 
 
@@ -150,12 +182,14 @@ class TokenizerFileError(InputFileError):
 
 
 class TokenCounter:
-    """Prompt tokens of rendered messages: a tokenizer file, else the calibrated chars-per-token rule."""
+    """Tokens of rendered messages and replies: a tokenizer file, else the rule calibrated on the cache."""
 
     def __init__(self, usage: CacheUsage, tokenizer_file: str | None = None) -> None:
         self.usage = usage
         self.tokenizer_file = tokenizer_file
         self._tokenizer: Any = None
+        self.expected: dict[str, list[str]] = {}  # template -> replies as the prompt asks, filled from the inputs
+        self._completion: dict[tuple[str, str], float] = {}
         if tokenizer_file:
             if not Path(tokenizer_file).is_file():
                 raise TokenizerFileError(f"RAD3D_TOKENIZER={tokenizer_file}: no such tokenizer file")
@@ -175,30 +209,77 @@ class TokenCounter:
             self._tokenizer.no_truncation()
             self._tokenizer.no_padding()
 
-    def chars_per_token(self, model: str) -> float:
-        """The model's own ratio, else the whole cache's, else the default (an empty cache)."""
-        if model in self.usage.chars_per_token:
-            return self.usage.chars_per_token[model]
-        return self.usage.overall_chars_per_token or DEFAULT_CHARS_PER_TOKEN
+    def scale(self, model: str) -> float:
+        """The endpoint's tokens per rule token: the model's own, else the whole cache's, else 1 (no usage)."""
+        if model in self.usage.scale:
+            return self.usage.scale[model]
+        return self.usage.overall_scale or 1.0
 
     def rule(self, model: str) -> str:
         if self._tokenizer is not None:
             return f"tokenizer {self.tokenizer_file}"
-        if model in self.usage.chars_per_token:
-            return f"{self.chars_per_token(model):.3f} chars/token (calibrated on this model's cached replies)"
-        if self.usage.overall_chars_per_token:
-            return f"{self.chars_per_token(model):.3f} chars/token (calibrated on every cached reply)"
-        return f"{DEFAULT_CHARS_PER_TOKEN} chars/token (default: the cache has no usage figures)"
+        base = f"{DEFAULT_CHARS_PER_TOKEN} letters/token + 1 per run of digits and symbols"
+        if model in self.usage.scale:
+            return f"{base}, x{self.scale(model):.3f} (calibrated on this model's cached replies)"
+        if self.usage.overall_scale:
+            return f"{base}, x{self.scale(model):.3f} (calibrated on every cached reply)"
+        return f"{base} (default: the cache has no usage figures)"
+
+    def text(self, model: str, text: str) -> float:
+        """Tokens of one text (a reply)."""
+        if self._tokenizer is not None:
+            return float(len(self._tokenizer.encode(text, add_special_tokens=False).ids))
+        return rule_tokens(text) * self.scale(model)
 
     def count(self, model: str, messages: Sequence[dict[str, Any]]) -> float:
         if self._tokenizer is not None:
             texts = [message_text(m) for m in messages]
             encoded = self._tokenizer.encode_batch(texts, add_special_tokens=False)
             return float(sum(len(e.ids) for e in encoded) + MESSAGE_OVERHEAD * len(messages) + REPLY_OVERHEAD)
-        return prompt_chars(messages) / self.chars_per_token(model)
+        return rule_prompt_tokens(messages) * self.scale(model)
 
-    def completion(self, template: str) -> float:
-        return self.usage.completion_mean.get(template, float(DEFAULT_COMPLETION_TOKENS.get(template, 100)))
+    def completion(self, template: str, model: str) -> float:
+        """Completion tokens of one reply: the mean of the template's cached replies, else the tokens of the
+        reply the prompt asks for (its desired format or example, filled from the inputs when the planner
+        set ``expected``)."""
+        if template in self.usage.completion_mean:
+            return self.usage.completion_mean[template]
+        key = (template, model)
+        if key not in self._completion:
+            texts = self.expected.get(template) or reply_examples(template)
+            self._completion[key] = sum(self.text(model, t) for t in texts) / len(texts)
+        return self._completion[key]
+
+
+def answer_word_limit(template: str) -> int | None:
+    """The answer length a prompt allows ("using no more than 3 words"), if it says."""
+    found = re.search(r"no more than (\d+) words", load_template(template).user)
+    return int(found.group(1)) if found else None
+
+
+def _as_long_as_allowed(answer: str, question: str, words: int | None) -> str:
+    """An expected answer as long as the prompt allows (models use it: the 3D-RAD release's Task 1-2 answers
+    average 19 characters, about 3 words), from the rules answer, then the words of its question."""
+    if words is None:
+        return answer
+    have = answer.split()
+    return " ".join(have + [w for w in question.rstrip("?").split() if w not in have][: max(0, words - len(have))])
+
+
+def reply_examples(template: str) -> list[str]:
+    """The reply a prompt asks for, as the prompt itself shows it: its desired format, its example response, or
+    its example JSON lines (one text per example)."""
+    try:
+        user = load_template(template).user
+    except FileNotFoundError:
+        return [""]
+    for marker in ("Desired format:", "Example response format:", "for example:"):
+        if marker in user:
+            tail = user.split(marker, 1)[1].strip()
+            if marker == "for example:":
+                return [line.strip() for line in tail.splitlines() if line.strip().startswith("{")] or [tail]
+            return [tail]
+    return [""]
 
 
 # --------------------------------------------------------------------------- the plan's figures
@@ -287,7 +368,7 @@ class Recorder:
         self.sender[key] = stage
         line.requests += 1
         line.prompt_tokens += self.counter.count(endpoint.model, messages)
-        line.completion_tokens += self.counter.completion(template)
+        line.completion_tokens += self.counter.completion(template, endpoint.model)
         return True
 
 
@@ -496,25 +577,67 @@ class Planner:
         self.scores = pd.DataFrame()  # scores from cached replies (planned scoring)
         self.scored: set[tuple[int, str]] = set()
         self.notes = list(inputs.notes)
-        self._proxy_pairs: list[tuple[str, str]] = []
-        self._rules_seen: dict[int, set[tuple[str, str]]] = {}  # the proxy's pairs of shards planned so far
-        # per task: the model's pairs and the rules' pairs, rows, rows on fully cached shards
-        self._calibration: dict[int, list[Any]] = {}
+        self._proxy_pairs: dict[int, list[tuple[str, str, str]]] = {}  # task -> rules (question, answer, subtask)
+        self._pending: dict[int, set[str]] = {}  # task -> generation requests not cached (report keys, sentences)
 
-    # the rules backend as the proxy of candidates not generated yet
-    def _rules(self, reports: pd.DataFrame, sentences: pd.DataFrame, tasks: set[int]) -> pd.DataFrame:
+    # the rules backend on the same inputs: the text of pairs not generated yet (their tokens, not their count)
+    def _rules(self, reports: pd.DataFrame, sentences: pd.DataFrame, tasks: set[int]) -> None:
         starters = {str(v): starters_for(self.config.seed, str(v)) for v in reports["VolumeName"]}
         frame = candidates_frame(generate_rules(sentences, reports, starters, tasks))
-        self._proxy_pairs += sorted(_pairs(frame))[:200]
-        return frame
+        for task in sorted({int(t) for t in frame["task"]}):
+            group = frame.loc[frame["task"].astype(int) == task]
+            mine = self._proxy_pairs.setdefault(task, [])
+            if len(mine) < 200:
+                columns = [group[c].astype(str).tolist() for c in ("question", "answer", "subtask_name")]
+                mine += sorted(set(zip(*columns, strict=True)))[: 200 - len(mine)]
 
     def _measured(self, sentences: pd.DataFrame) -> pd.DataFrame:
         return sentences.loc[sentences["has_measurement"].astype(bool) & (sentences["section"] == "findings")]
+
+    def _expect_replies(self) -> None:
+        """The replies the generation prompts ask for, filled from the inputs (their completion tokens)."""
+        rules12 = [(q, a) for t in (1, 2) for q, a, _ in self._proxy_pairs.get(t, [])]
+        if rules12:
+            form = reply_examples("task12")[0]
+            words = answer_word_limit("task12")
+            slots = re.compile(r"<Starter\d> \.\.\.\? Answer: \.\.\.")
+            texts = []
+            for offset in range(0, min(len(rules12), 60), 6):
+                pairs = iter(rules12[offset:] + rules12[:offset])
+
+                def fill(_match: re.Match[str], it: Iterator[tuple[str, str]] = pairs) -> str:
+                    question, answer = next(it)
+                    return f"{question} Answer: {_as_long_as_allowed(answer, question, words)}"
+
+                texts.append(slots.sub(fill, form))
+            self.counter.expected["task12"] = texts
+        rules3 = self._proxy_pairs.get(3, [])
+        if rules3:
+            self.counter.expected["task3_stage2"] = [f"{s}\nQuestion: {q} Answer: {a}" for q, a, s in rules3]
+        measured = self._measured(self.inputs.sentences)
+        if len(self.inputs.reports) and "Findings_EN" in self.inputs.reports:
+            by_volume = measured.groupby("VolumeName")["text"].apply(list).to_dict() if len(measured) else {}
+            found: dict[str, list[str]] = {}
+            reports = self.inputs.reports
+            for volume, findings in zip(reports["VolumeName"], reports["Findings_EN"], strict=True):
+                found.setdefault(str(findings), by_volume.get(volume, []))
+            self.counter.expected["task3_stage1"] = [
+                "\n".join(f"{i}). Sentence-{i}: {s}" for i, s in enumerate(texts, 1))
+                for texts in list(found.values())[:200]
+            ]
 
     def plan_generation(self) -> None:
         cfg = self.config
         reports_all = self.inputs.reports
         shard_of_report = _shards(reports_all, cfg.n_shards)
+        sample = reports_all.head(PROXY_REPORTS)
+        tasks_all = {t for tasks, _ in self.inputs.generation_runs for t in tasks}
+        self._rules(
+            sample,
+            self.inputs.sentences.loc[self.inputs.sentences["VolumeName"].isin(set(sample["VolumeName"]))],
+            tasks_all,
+        )
+        self._expect_replies()
         for tasks, shards in self.inputs.generation_runs:
             run_reports = reports_all.loc[shard_of_report.isin(shards).to_numpy()].reset_index(drop=True)
             run_sentences = self.inputs.sentences.loc[
@@ -523,101 +646,96 @@ class Planner:
             self.generated |= {(t, s) for t in tasks for s in shards}
             if run_reports.empty:
                 continue
-            proxy = self._rules(run_reports, run_sentences, tasks)
             measured_all = self._measured(run_sentences)
-            distinct_sentences = max(1, measured_all["text"].nunique())
+            per_findings = measured_all["text"].nunique() / max(1, run_reports["Findings_EN"].nunique())
+            rows_per_sentence = len(measured_all) / max(1, measured_all["text"].nunique())
             run_shards = _shards(run_reports, cfg.n_shards)
             for shard in sorted(shards):
                 reports = run_reports.loc[(run_shards == shard).to_numpy()].reset_index(drop=True)
                 if reports.empty:
                     continue
                 sentences = run_sentences.loc[run_sentences["VolumeName"].isin(set(reports["VolumeName"]))]
-                proxy_shard = proxy.loc[proxy["VolumeName"].isin(set(reports["VolumeName"]))]
                 if tasks & {1, 2}:
                     client = PlanningClient(cfg.generator, self.cache, self.recorder, "qa_candidates")
                     result = generate_task12(client, reports, tasks, cfg.seed)
                     self._add_known(result.candidates)
-                    asked = len(reports[["Findings_EN", "Impressions_EN"]].drop_duplicates())
-                    for task in sorted(tasks & {1, 2}):
-                        self._estimate_shard(task, shard, proxy_shard, asked, client, result.candidates)
+                    self._estimate_task12(tasks, shard, reports, result.candidates)
                 if 3 in tasks:
                     client = PlanningClient(cfg.generator, self.cache, self.recorder, "qa_candidates")
                     if cfg.task3_stage1 == "llm":
                         measured, _ = stage1_sentences_llm(client, reports)
                         unknown = client.new_requests  # stage-1 requests not cached: their sentences are not known
                         if unknown:
-                            per_findings = distinct_sentences / max(1, run_reports["Findings_EN"].nunique())
-                            line = self.recorder.line("qa_candidates", "openai", cfg.generator)
                             extra = unknown * per_findings
+                            line = self.recorder.line("qa_candidates", "openai", cfg.generator)
                             line.requests += extra
                             line.prompt_tokens += extra * self._proxy_tokens("task3_stage2", cfg.generator.model)
-                            line.completion_tokens += extra * self.counter.completion("task3_stage2")
+                            line.completion_tokens += extra * self.counter.completion(
+                                "task3_stage2", cfg.generator.model
+                            )
                             line.estimate = True
                             line.notes.append(
                                 "Task 3 stage-2 requests of stage-1 replies not cached yet: estimated from the "
                                 "measurement sentences of report_sentences"
                             )
-                            of_task = proxy[proxy["task"] == 3]
-                            self.estimate.add(
-                                (3, shard),
-                                extra * len(_pairs(of_task)) / distinct_sentences,
-                                extra * len(of_task) / distinct_sentences,
-                            )
-                        client.new_requests = 0
+                            share = self._distinct_share(3)
+                            self.estimate.add((3, shard), extra * PAIRS_PER_SENTENCE * share, extra * rows_per_sentence)
                     else:
                         measured = self._measured(sentences)
-                    client.cached_hits = 0
                     result = generate_task3(client, measured, reports)
                     self._add_known(result.candidates)
-                    asked = int(measured["text"].nunique()) if len(measured) else 0
-                    self._estimate_shard(3, shard, proxy_shard, asked, client, result.candidates)
-        self._calibrate()
+                    self._estimate_task3(shard, measured, result.candidates)
+        self._apply_distinct_shares()
         if self.inputs.generation_runs:
             self.recorder.line("qa_candidates", "openai", cfg.generator)
-        if self.estimate.total_pairs() > 0:
-            self.notes.append(
-                "candidates of generation requests not cached yet are estimated with the rules backend's "
-                "new distinct pairs on the same reports (scoring, judges and the spatial judge are ESTIMATES)"
-            )
 
-    def _estimate_shard(
-        self, task: int, shard: str, proxy: pd.DataFrame, asked: int, client: PlanningClient, known: list[Any]
-    ) -> None:
-        """The candidates of one shard's generation requests not cached, in the rules backend's terms: its
-        distinct pairs not made by an earlier shard, times the share of the shard's requests not cached."""
-        of_task = proxy[proxy["task"] == task]
-        pairs = _pairs(of_task)
-        seen = self._rules_seen.setdefault(task, set())
-        fresh = pairs - seen
-        seen |= pairs
-        if asked <= 0:
+    def _estimate_task12(self, tasks: set[int], shard: str, reports: pd.DataFrame, known: list[Any]) -> None:
+        """Pairs of report requests not cached, as Figure 11 asks: six per report (two of Task 1, four of
+        Task 2), on every volume of the report; each not-cached report counted once over all shards."""
+        answered = {str(c.volume_name) for c in known}
+        pending = reports.loc[~reports["VolumeName"].astype(str).isin(answered)]
+        if pending.empty:
             return
-        if client.cached_hits >= asked and client.new_requests == 0:  # all cached: calibrates the proxy
-            frame = candidates_frame([c for c in known if c.task == task])
-            self._calibration.setdefault(task, [set(), set(), 0, 0])
-            llm_pairs, rules_pairs, _, _ = self._calibration[task]
-            llm_pairs |= _pairs(frame)
-            rules_pairs |= pairs
-            self._calibration[task][2] += len(frame)
-            self._calibration[task][3] += len(of_task)
-            return
-        share = min(1.0, client.new_requests / asked)
-        self.estimate.add((task, shard), share * len(fresh), share * len(of_task))
+        keys = {
+            report_key(str(f), str(i)) for f, i in zip(pending["Findings_EN"], pending["Impressions_EN"], strict=True)
+        }
+        for task in sorted(tasks & set(PAIRS_PER_REPORT)):
+            seen = self._pending.setdefault(task, set())
+            fresh = keys - seen
+            seen |= keys
+            self.estimate.add((task, shard), len(fresh) * PAIRS_PER_REPORT[task], len(pending) * PAIRS_PER_REPORT[task])
 
-    def _calibrate(self) -> None:
-        """Scale the rules proxy by the model's own pairs and rows over the rules' on the cached shards."""
-        for task, (llm_pairs, rules_pairs, llm_rows, rules_rows) in sorted(self._calibration.items()):
-            if not rules_pairs or not rules_rows:
-                continue
-            pair_factor, row_factor = len(llm_pairs) / len(rules_pairs), llm_rows / rules_rows
+    def _estimate_task3(self, shard: str, measured: pd.DataFrame, known: list[Any]) -> None:
+        """Pairs of sentence requests not cached, as Figure 13 asks: one per distinct sentence, on every row."""
+        answered = {str(c.source_text) for c in known if c.task == 3}
+        pending = measured.loc[~measured["text"].astype(str).isin(answered)]
+        if pending.empty:
+            return
+        texts = set(pending["text"].astype(str))
+        seen = self._pending.setdefault(3, set())
+        fresh = texts - seen
+        seen |= texts
+        self.estimate.add((3, shard), len(fresh) * PAIRS_PER_SENTENCE, len(pending) * PAIRS_PER_SENTENCE)
+
+    def _distinct_share(self, task: int) -> float:
+        """Distinct pairs per pair of different requests: measured on the cached replies of this plan, else the
+        default."""
+        known = self.known.loc[self.known["task"] == task] if len(self.known) else self.known
+        if len(known) and known["request_key"].nunique() >= MIN_HISTORY:
+            units = known[["request_key", "question", "answer"]].drop_duplicates()
+            return len(units[["question", "answer"]].drop_duplicates()) / len(units)
+        return DEFAULT_DISTINCT_SHARE
+
+    def _apply_distinct_shares(self) -> None:
+        for task in sorted({t for t, _ in self.estimate.pairs}):
+            share = self._distinct_share(task)
             for part in [p for p in self.estimate.pairs if p[0] == task]:
-                self.estimate.pairs[part] *= pair_factor
-                self.estimate.rows[part] *= row_factor
+                self.estimate.pairs[part] *= share
+            source = "measured on the cached replies" if share != DEFAULT_DISTINCT_SHARE else "default"
             self.notes.append(
-                f"Task {task}: the rules proxy scaled by the cached shards' model/rules ratio "
-                f"({pair_factor:.2f} pairs, {row_factor:.2f} rows)"
+                f"Task {task}: candidates of generation requests not cached yet: the pairs the prompt asks for, "
+                f"{share:.3f} of them distinct ({source})"
             )
-        self._calibration.clear()
 
     def _add_known(self, candidates: list[Any]) -> None:
         frame = candidates_frame(candidates)
@@ -635,7 +753,8 @@ class Planner:
     def _proxy_tokens(self, template: str, model: str) -> float:
         """Mean prompt tokens of the template rendered with the rules backend's pairs (estimated requests)."""
         t = load_template(template)
-        pairs = self._proxy_pairs[:200] or [("What is seen?", "Nothing")]
+        pairs = [(q, a) for task in sorted(self._proxy_pairs) for q, a, _ in self._proxy_pairs[task]]
+        pairs = pairs or [("What is seen?", "Nothing")]
         if template in ("scoring", "spatial_judge"):
             counts = [self.counter.count(model, t.messages(Question=q, Answer=a)) for q, a in pairs]
         elif template == "task3_stage2":
@@ -653,7 +772,7 @@ class Planner:
         if requests > 0:
             line.requests += requests
             line.prompt_tokens += requests * self._proxy_tokens(template, endpoint.model)
-            line.completion_tokens += requests * self.counter.completion(template)
+            line.completion_tokens += requests * self.counter.completion(template, endpoint.model)
         line.cached += cached
 
     def plan_scoring(self) -> None:
@@ -747,7 +866,7 @@ class Planner:
         if unscored <= 0 and extra <= 0:
             self._spatial_requests(endpoint, sorted(_pairs(kept)))
             return
-        share = len(_pairs(kept)) / len(_pairs(known)) if len(known) else DEFAULT_KEEP_SHARE
+        share, source = self._keep_share(known, kept)
         # Kept pairs of scored candidates count in full; the pairs of candidates not scored yet count at the
         # keep share (with their own cache state); candidates not generated yet, at the keep share too.
         unscored_pairs = _pairs(candidates.loc[~candidates["qa_id"].isin(set(scores["qa_id"]))]) - _pairs(known)
@@ -762,10 +881,25 @@ class Planner:
             line.prompt_tokens += part.prompt_tokens * scale
             line.completion_tokens += part.completion_tokens * scale
         self._add_estimated("spatial_qa", endpoint, "spatial_judge", extra * share)
-        source = "measured on the cached scores" if len(known) else "default"
         self.recorder.line("spatial_qa", "openai", endpoint).notes.append(
             f"curated pairs estimated: {share:.2f} of the candidates' pairs kept ({source})"
         )
+
+    def _keep_share(self, known: pd.DataFrame, kept: pd.DataFrame) -> tuple[float, str]:
+        """The share of scored pairs the curation keeps: on this plan's scored candidates, else on the cached
+        scoring replies (the scorer's own, else every model's), else the default."""
+        if len(known) >= MIN_HISTORY:
+            return len(_pairs(kept)) / len(_pairs(known)), "measured on the cached scores of these candidates"
+        history = self.counter.usage.scores
+        scorer = self.config.scorer.model
+        scores = history.get(scorer) or [s for model in sorted(history) for s in history[model]]
+        if len(scores) >= MIN_HISTORY:
+            frame = pd.DataFrame(scores, columns=list(SCORE_DIMENSIONS))
+            frame["mean"] = frame.mean(axis=1)
+            whose = "the scorer's" if history.get(scorer) else "every model's"
+            passed = float(passes_filter(frame, self.config.curation).mean())
+            return passed, f"the curation filter on {len(scores)} cached scoring replies ({whose})"
+        return DEFAULT_KEEP_SHARE, "default"
 
     def _all_scores(self, candidates: pd.DataFrame) -> pd.DataFrame:
         frames = [self.scores] if len(self.scores) else []
