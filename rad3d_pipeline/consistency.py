@@ -32,40 +32,38 @@ PAIR_COLUMNS: tuple[str, ...] = (
 
 
 def average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks 1..n, ties get the mean of the ranks they span."""
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    ranks = np.empty(len(values), dtype=np.float64)
-    start = 0
-    n = len(values)
-    while start < n:
-        end = start
-        while end + 1 < n and sorted_values[end + 1] == sorted_values[start]:
-            end += 1
-        ranks[order[start : end + 1]] = (start + end) / 2.0 + 1.0
-        start = end + 1
-    return ranks
+    """Ranks 1..n, ties get the mean of the ranks they span (``scipy.stats.rankdata``, method ``average``)."""
+    from scipy.stats import rankdata  # scipy costs ~0.3 s to import: only when ranks are asked for
+
+    return np.asarray(rankdata(np.asarray(values, dtype=float), method="average"), dtype=np.float64)
+
+
+def _defined(x: np.ndarray, y: np.ndarray) -> bool:
+    """A rank correlation is defined: two or more pairs, neither side constant, no NaN."""
+    if len(x) < 2 or np.isnan(x).any() or np.isnan(y).any():
+        return False
+    return bool(np.ptp(x) > 0 and np.ptp(y) > 0)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra, rb = average_ranks(np.asarray(a, dtype=float)), average_ranks(np.asarray(b, dtype=float))
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = float(np.sqrt((ra * ra).sum() * (rb * rb).sum()))
-    return float((ra * rb).sum() / denom) if denom > 0 else float("nan")
+    """Spearman's rho (Pearson correlation of the average ranks); NaN when undefined (see :func:`_defined`)."""
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if not _defined(x, y):
+        return float("nan")
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(x, y).statistic)
 
 
 def kendall_tau_b(a: np.ndarray, b: np.ndarray) -> float:
-    """Kendall's tau-b over all pairs (O(n^2); n is a few hundred)."""
+    """Kendall's tau-b (tie-corrected); NaN when undefined (see :func:`_defined`)."""
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    dx = np.sign(x[:, None] - x[None, :])
-    dy = np.sign(y[:, None] - y[None, :])
-    upper = np.triu_indices(len(x), k=1)
-    sx, sy = dx[upper], dy[upper]
-    concordant_minus_discordant = float((sx * sy).sum())
-    n_x = float((sx != 0).sum())
-    n_y = float((sy != 0).sum())
-    denom = np.sqrt(n_x * n_y)
-    return concordant_minus_discordant / denom if denom > 0 else float("nan")
+    if not _defined(x, y):
+        return float("nan")
+    from scipy.stats import kendalltau
+
+    # method "auto" (the default): scipy's asymptotic p-value divides by n - 2 (two pairs would raise).
+    return float(kendalltau(x, y, variant="b").statistic)
 
 
 def ranking(scores: pd.Series) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rad3d_pipeline.plots import png_bytes, pyplot
 from rad3d_pipeline.release import write_csv
 
 SCISPACY_NER = "en_ner_bionlp13cg_md"
@@ -280,26 +281,13 @@ def _cloud_png(cloud: Any, frequencies: dict[str, int]) -> bytes:
 
 
 def organ_chart_of_counts(counts: Counter[str], title: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     names = [name for name, _ in counts.most_common()]
     ax.barh(names[::-1], [counts[n] for n in names][::-1], color="#4c72b0")
     ax.set_xlabel("mentions in questions and answers")
     ax.set_title(title)
-    return _png(fig)
-
-
-def _png(fig: Any) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig, dpi=110, crop=True)
 
 
 def organ_chart(entities: pd.DataFrame, title: str) -> bytes:
@@ -379,11 +367,7 @@ def compute_statistics(rows: pd.DataFrame, seed: int = 0) -> BenchmarkStatistics
 
 
 def heatmap(matrix: pd.DataFrame, title: str, fmt: str = "{:.2f}") -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.2 * len(matrix.columns) + 2, 1.0 * len(matrix.index) + 1.5))
     values = matrix.to_numpy(dtype=float)
     # Colour each column on its own scale (metrics differ in range); the numbers stay raw.
@@ -397,4 +381,4 @@ def heatmap(matrix: pd.DataFrame, title: str, fmt: str = "{:.2f}") -> bytes:
             ax.text(j, i, fmt.format(values[i, j]), ha="center", va="center", color="white", fontsize=8)
     fig.colorbar(image, ax=ax)
     ax.set_title(title)
-    return _png(fig)
+    return png_bytes(fig, dpi=110, crop=True)

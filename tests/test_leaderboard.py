@@ -245,3 +245,15 @@ def test_strict_columns_empty_answers_and_limited_models(tmp_path: Path) -> None
     assert (tmp_path / "lb" / "clinical.csv").is_file()
     intervals = pd.read_csv(files.files["intervals.csv"])
     assert {"accuracy_strict", "bleu_strict"} <= set(intervals["metric"])
+
+
+def test_importing_tables_imports_no_plotting_or_scipy() -> None:
+    """matplotlib and scipy are imported by the first chart or rank correlation, not with the modules."""
+    code = (
+        "import sys\n"
+        "import rad3d_pipeline.leaderboard, rad3d_pipeline.leaderboard_plots, rad3d_pipeline.statistics\n"
+        "import rad3d_pipeline.consistency, rad3d_pipeline.plots\n"
+        "print(sorted(m for m in ('matplotlib', 'scipy') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -54,6 +54,61 @@ def test_ranks_and_correlations_by_hand() -> None:
     assert spearman(np.array([1, 2, 2, 3]), np.array([1, 3, 2, 4])) == pytest.approx(expected)
 
 
+def _reference_ranks(values: np.ndarray) -> np.ndarray:
+    """Average ranks by hand: sort, then give each run of equal values the mean of its positions."""
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values))
+    start = 0
+    while start < len(values):
+        end = start
+        while end + 1 < len(values) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        ranks[order[start : end + 1]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def _reference_kendall_tau_b(x: np.ndarray, y: np.ndarray) -> float:
+    """Tau-b over all pairs: (concordant - discordant) / sqrt(pairs untied in x * pairs untied in y)."""
+    upper = np.triu_indices(len(x), k=1)
+    sx = np.sign(x[:, None] - x[None, :])[upper]
+    sy = np.sign(y[:, None] - y[None, :])[upper]
+    return float((sx * sy).sum() / np.sqrt((sx != 0).sum() * (sy != 0).sum()))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ranks_and_correlations_match_direct_formulas_with_ties(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 300))
+    # Judge means: few distinct values (many ties, as five 1-5 scores averaged give), one side noisier.
+    a = rng.integers(5, 26, size=n) / 5.0
+    b = np.clip(a + rng.normal(0, 0.6, size=n), 1, 5).round(1) if seed % 2 else rng.integers(1, 4, size=n) * 1.0
+    np.testing.assert_array_equal(average_ranks(a), _reference_ranks(a))
+    np.testing.assert_allclose(spearman(a, b), np.corrcoef(_reference_ranks(a), _reference_ranks(b))[0, 1], rtol=1e-12)
+    assert kendall_tau_b(a, b) == pytest.approx(_reference_kendall_tau_b(a, b), rel=1e-12, abs=1e-15)
+    assert spearman(a, b) == pytest.approx(spearman(b, a), rel=1e-12)
+
+
+def test_correlations_of_two_pairs() -> None:
+    """The smallest defined case (a review sheet of two rows): +-1, no error."""
+    assert kendall_tau_b(np.array([1.0, 2.0]), np.array([3.0, 4.0])) == 1.0
+    assert kendall_tau_b(np.array([1.0, 2.0]), np.array([4.0, 3.0])) == -1.0
+    assert spearman(np.array([1.0, 2.0]), np.array([4.0, 3.0])) == pytest.approx(-1.0)
+
+
+def test_undefined_correlations_are_nan_without_warnings() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for x, y in (
+            ([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]),
+            ([2.0], [3.0]),
+            ([], []),
+            ([1.0, np.nan, 3.0], [1.0, 2.0, 3.0]),
+        ):
+            assert np.isnan(spearman(np.array(x), np.array(y))), (x, y)
+            assert np.isnan(kendall_tau_b(np.array(x), np.array(y))), (x, y)
+
+
 def test_top_k_and_ndcg_by_hand() -> None:
     a = pd.Series([5.0, 4.0, 3.0, 2.0], index=["q1", "q2", "q3", "q4"])
     b = pd.Series([2.0, 4.0, 3.0, 5.0], index=["q1", "q2", "q3", "q4"])

@@ -134,3 +134,27 @@ def test_word_clouds_of_tasks_no_longer_released_are_removed(tmp_path: Path) -> 
     assert (tmp_path / "wordcloud_task2.png").exists()
     compute_statistics(release_of([(1, "Is the lung clear?", "Yes")])).write(tmp_path)
     assert not (tmp_path / "wordcloud_task2.png").exists() and (tmp_path / "wordcloud_task1.png").exists()
+
+
+def test_png_bytes_sizes_and_closes_the_figure() -> None:
+    """One helper for every chart: at the figure's size (tight_layout), or cropped to what is drawn."""
+    import struct
+
+    from rad3d_pipeline.plots import png_bytes, pyplot
+
+    def size(png: bytes) -> tuple[int, int]:
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", png[16:24])
+        return int(width), int(height)
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 1], [0, 1])
+    assert size(png_bytes(fig, dpi=50)) == (200, 150)
+    assert not plt.get_fignums()
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.text(0.5, 0.5, "x")
+    ax.set_axis_off()
+    width, height = size(png_bytes(fig, dpi=50, crop=True))
+    assert width < 200 and height < 150
+    assert not plt.get_fignums()

@@ -22,11 +22,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from rad3d_pipeline.errors import UserFacingError
+from rad3d_pipeline.settings_files import SettingsModel, read_yaml, validate
 
 BUILTIN_KINDS = ("prior", "random", "openai_vlm", "text_only", "hf_3d_vlm", "import")
 
@@ -38,7 +40,63 @@ class ModelSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+def _text(value: Any) -> Any:
+    """A YAML scalar as text (``name: 7`` is the name ``"7"``); lists, mappings and nulls stay invalid."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+def _model_name(value: Any) -> Any:
+    value = _text(value)
+    if isinstance(value, str) and ("|" in value or "," in value or "/" in value):
+        raise ValueError(f"{value!r} may not contain '|', ',' or '/' (it becomes a file name)")
+    return value
+
+
+def _kind(value: Any) -> Any:
+    if value not in BUILTIN_KINDS:
+        raise ValueError(f"unknown kind {value!r} (known: {', '.join(BUILTIN_KINDS)})")
+    return value
+
+
+class ModelEntry(BaseModel):
+    """One model of the models file: ``name``, ``kind`` (default: the name) and the kind's options (any other key)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: Annotated[str, BeforeValidator(_model_name)]
+    kind: Annotated[str | None, BeforeValidator(_kind)] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "kind" not in data and "name" in data:
+            return {**data, "kind": _text(data["name"])}
+        return data
+
+    @model_validator(mode="after")
+    def _needs_path(self) -> ModelEntry:
+        if self.kind in ("hf_3d_vlm", "import") and not (self.model_extra or {}).get("path"):
+            raise ValueError(f"model {self.name!r}: kind {self.kind} needs 'path'")
+        return self
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.name, str(self.kind), dict(self.model_extra or {}))
+
+
+def _list(value: Any) -> Any:
+    return [] if value is None else value
+
+
+class ModelsFile(SettingsModel):
+    models: Annotated[list[ModelEntry], BeforeValidator(_list)] = Field(default_factory=list)
+
+
 def parse_models(names: str, file: str | Path | None = None) -> list[ModelSpec]:
+    """Models from ``RAD3D_MODELS`` (comma-separated) and the YAML file (file entries win on name clashes).
+
+    A file that cannot be used stops with one line naming it, the entry and the reason
+    (:mod:`rad3d_pipeline.settings_files`); a missing file raises ``FileNotFoundError``.
+    """
     specs: dict[str, ModelSpec] = {}
     for raw in names.split(","):
         name = raw.strip()
@@ -46,21 +104,12 @@ def parse_models(names: str, file: str | Path | None = None) -> list[ModelSpec]:
             specs[name] = ModelSpec(name, name if name in BUILTIN_KINDS else "openai_vlm", {"model": name})
     if file:
         path = Path(file)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: models file not found")
-        data = yaml.safe_load(path.read_text()) or {}
-        for i, entry in enumerate(data.get("models", []), 1):
-            if not isinstance(entry, dict) or "name" not in entry:
-                raise ValueError(f"{path}: model {i} needs a 'name'")
-            name = str(entry["name"])
-            kind = str(entry.get("kind", name))
-            if kind not in BUILTIN_KINDS:
-                raise ValueError(f"{path}: model {name}: unknown kind {kind!r} (known: {', '.join(BUILTIN_KINDS)})")
-            options = {k: v for k, v in entry.items() if k not in {"name", "kind"}}
-            specs[name] = ModelSpec(name, kind, options)
+        data = read_yaml(path, "models file")
+        for entry in validate(ModelsFile, {} if data is None else data, str(path)).models:
+            specs[entry.name] = entry.spec()
     for spec in specs.values():
         if "|" in spec.name or "," in spec.name or "/" in spec.name:
-            raise ValueError(f"model name {spec.name!r} may not contain '|', ',' or '/' (it becomes a file name)")
+            raise ModelSpecError(f"model name {spec.name!r} may not contain '|', ',' or '/' (it becomes a file name)")
     return list(specs.values())
 
 

@@ -29,26 +29,33 @@ Custom profiles come from a YAML file (``RAD3D_VOLUME_PROFILES_FILE``)::
         dtype: float16              # float32 (default) or float16
 
 Steps always run in that order: rescale, clip, resample, normalise, crop_pad, layout.
+The file is validated by the pydantic models below (:class:`ProfileSpec`): an unknown key at any level
+is an error, and every error is one line naming the file, the profile, the key and the reason.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
-import torch
+from pydantic import BeforeValidator, model_validator
 
+from rad3d_pipeline.settings_files import SettingsFileError, SettingsModel, read_yaml, validate
 from rad3d_pipeline.volumes.io import READERS, Reader
 from rad3d_pipeline.volumes.steps import (
     AXES,
+    Align,
     Clip,
     CropPad,
+    Interpolation,
     Layout,
     Normalise,
+    NormaliseKind,
     Resample,
     RescaleToHU,
     Step,
@@ -64,8 +71,8 @@ NAME_RE = re.compile(r"^[a-z0-9_]+$")
 POINTWISE = ("scale", "window")
 
 
-class ProfileError(ValueError):
-    """A profile definition that cannot be used (file, profile and key named)."""
+class ProfileError(SettingsFileError):
+    """A profile definition that cannot be used (file, profile and key named), or an unknown profile name."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,8 @@ class Profile:
 
     def run(self, vol: Volume, ctx: StepContext) -> tuple[np.ndarray, tuple[float, ...]]:
         """The profile's output array (on the CPU) and its voxel spacing in the output axis order."""
+        import torch
+
         out = run_steps(vol, self.compiled(), ctx)
         data = out.data.to(getattr(torch, self.dtype)).contiguous().cpu().numpy()
         return data, out.spacing
@@ -145,93 +154,162 @@ def m3d_profile() -> Profile:
 BUILTIN = {"ctclip": ctclip_profile, "m3d": m3d_profile}
 
 
-def _triple(value: Any, where: str, kind: type) -> tuple[Any, Any, Any]:
-    if not isinstance(value, list | tuple) or len(value) != 3:
-        raise ProfileError(f"{where}: expected a list of three numbers, got {value!r}")
-    try:
-        items = tuple(kind(v) for v in value)
-    except (TypeError, ValueError):
-        raise ProfileError(f"{where}: expected numbers, got {value!r}") from None
-    if any(v <= 0 for v in items):
-        raise ProfileError(f"{where}: every value must be positive, got {value!r}")
-    return items[0], items[1], items[2]
+def _triple(kind: type[int] | type[float]) -> Callable[[Any], Any]:
+    """A validator: a list of three positive numbers of ``kind`` (today's messages, the key named by pydantic)."""
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, list | tuple) or len(value) != 3:
+            raise ValueError(f"expected a list of three numbers, got {value!r}")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value) or (
+            kind is int and any(float(v) != int(v) for v in value)
+        ):
+            raise ValueError(f"expected {'whole ' if kind is int else ''}numbers, got {value!r}")
+        if any(v <= 0 for v in value):
+            raise ValueError(f"every value must be positive, got {value!r}")
+        return tuple(kind(v) for v in value)
+
+    return check
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    return check
+
+
+def _mapping_of(key: str) -> Callable[[Any], Any]:
+    """A bare string stands for ``{key: string}`` (``normalise: minmax``, ``layout: zxy``)."""
+
+    def expand(value: Any) -> Any:
+        return {key: value} if isinstance(value, str) else value
+
+    return expand
+
+
+FloatTriple = Annotated[tuple[float, float, float], BeforeValidator(_triple(float))]
+IntTriple = Annotated[tuple[int, int, int], BeforeValidator(_triple(int))]
+
+
+class ResampleSpec(SettingsModel):
+    spacing: FloatTriple | None = None
+    size: IntTriple | None = None
+    align: Annotated[Align, BeforeValidator(_one_of(("centers", "origin")))] = "centers"
+    interpolation: Annotated[Interpolation, BeforeValidator(_one_of(("linear", "nearest")))] = "linear"
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ResampleSpec:
+        if (self.spacing is None) == (self.size is None):
+            raise ValueError("needs exactly one of spacing or size")
+        return self
+
+
+class NormaliseSpec(SettingsModel):
+    kind: Annotated[NormaliseKind, BeforeValidator(_one_of(("scale", "minmax", "window", "zscore")))]
+    divisor: float = 1000.0
+    lo: float = -1000.0
+    hi: float = 1000.0
+
+    @model_validator(mode="after")
+    def _usable(self) -> NormaliseSpec:
+        if self.kind == "scale" and self.divisor == 0:
+            raise ValueError("divisor must not be 0")
+        if self.kind == "window" and not self.lo < self.hi:
+            raise ValueError(f"window needs lo < hi, got lo={self.lo:g}, hi={self.hi:g}")
+        return self
+
+
+class CropPadSpec(SettingsModel):
+    size: IntTriple
+    value: float = 0.0
+
+
+def _axes(value: Any) -> Any:
+    if not isinstance(value, str) or sorted(value) != sorted("zyx"):
+        raise ValueError(f"must be a permutation of zyx, got {value!r}")
+    return value
+
+
+class LayoutSpec(SettingsModel):
+    axes: Annotated[str, BeforeValidator(_axes)] = "zyx"
+    channel: bool = False
+
+
+def _name(value: Any) -> Any:
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise ValueError(f"must match [a-z0-9_]+, got {value!r}")
+    return value
+
+
+def _clip(value: Any) -> Any:
+    ok = isinstance(value, list | tuple) and len(value) == 2
+    ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    if not ok or float(value[0]) > float(value[1]):
+        raise ValueError(f"must be [lo, hi] with lo <= hi, got {value!r}")
+    return value
+
+
+def _none_word(value: Any) -> Any:
+    return None if value == "none" else value
+
+
+class ProfileSpec(SettingsModel):
+    """One custom profile of the YAML file (schema in the module docstring)."""
+
+    name: Annotated[str, BeforeValidator(_name)]
+    reader: Annotated[Reader, BeforeValidator(_one_of(READERS))] = "nibabel"
+    rescale: bool = True
+    clip: Annotated[tuple[float, float] | None, BeforeValidator(_clip)] = None
+    resample: ResampleSpec | None = None
+    normalise: Annotated[NormaliseSpec | None, BeforeValidator(_mapping_of("kind")), BeforeValidator(_none_word)] = None
+    crop_pad: CropPadSpec | None = None
+    layout: Annotated[LayoutSpec | None, BeforeValidator(_mapping_of("axes"))] = None
+    dtype: Annotated[str, BeforeValidator(_one_of(DTYPES))] = "float32"
+    description: str = "custom profile"
+
+    def profile(self) -> Profile:
+        steps: list[Step] = []
+        if self.rescale:
+            steps.append(RescaleToHU())
+        if self.clip is not None:
+            steps.append(Clip(self.clip[0], self.clip[1]))
+        if self.resample is not None:
+            rs = self.resample
+            steps.append(Resample(spacing=rs.spacing, size=rs.size, align=rs.align, interpolation=rs.interpolation))
+        if self.normalise is not None:
+            norm = self.normalise
+            steps.append(Normalise(norm.kind, divisor=norm.divisor, lo=norm.lo, hi=norm.hi))
+        if self.crop_pad is not None:
+            steps.append(CropPad(self.crop_pad.size, self.crop_pad.value))
+        layout = self.layout or LayoutSpec()
+        steps.append(Layout(layout.axes, layout.channel))
+        return Profile(self.name, tuple(steps), self.reader, self.dtype, self.description)
 
 
 def profile_from_dict(spec: dict[str, Any], where: str = "profile") -> Profile:
-    """One custom profile from its YAML mapping (schema in the module docstring)."""
-    known = {"name", "reader", "rescale", "clip", "resample", "normalise", "crop_pad", "layout", "dtype", "description"}
+    """One custom profile from its YAML mapping (schema in the module docstring).
+
+    Errors name ``where``, the profile (when its name is valid), the key and the reason:
+    ``profiles.yaml: profiles[0] 'lung': resample.spacing: every value must be positive, got [0, 1, 1]``.
+    """
     name = spec.get("name")
-    if not isinstance(name, str) or not NAME_RE.match(name):
-        raise ProfileError(f"{where}: 'name' must match [a-z0-9_]+, got {name!r}")
-    where = f"{where} {name!r}"
-    unknown = sorted(set(spec) - known)
-    if unknown:
-        raise ProfileError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    reader = spec.get("reader", "nibabel")
-    if reader not in READERS:
-        raise ProfileError(f"{where}: reader must be one of {', '.join(READERS)}, got {reader!r}")
-    dtype = spec.get("dtype", "float32")
-    if dtype not in DTYPES:
-        raise ProfileError(f"{where}: dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    steps: list[Step] = []
-    if spec.get("rescale", True):
-        steps.append(RescaleToHU())
-    if spec.get("clip") is not None:
-        clip = spec["clip"]
-        if not isinstance(clip, list | tuple) or len(clip) != 2 or float(clip[0]) > float(clip[1]):
-            raise ProfileError(f"{where}: clip must be [lo, hi] with lo <= hi, got {clip!r}")
-        steps.append(Clip(float(clip[0]), float(clip[1])))
-    if spec.get("resample") is not None:
-        rs = dict(spec["resample"])
-        if ("spacing" in rs) == ("size" in rs):
-            raise ProfileError(f"{where}: resample needs exactly one of spacing or size")
-        align, interp = rs.get("align", "centers"), rs.get("interpolation", "linear")
-        if align not in ("centers", "origin") or interp not in ("linear", "nearest"):
-            raise ProfileError(f"{where}: resample align centers|origin and interpolation linear|nearest")
-        steps.append(
-            Resample(
-                spacing=_triple(rs["spacing"], f"{where}: resample.spacing", float) if "spacing" in rs else None,
-                size=_triple(rs["size"], f"{where}: resample.size", int) if "size" in rs else None,
-                align=align,
-                interpolation=interp,
-            )
-        )
-    if spec.get("normalise") not in (None, "none"):
-        norm = spec["normalise"]
-        norm = {"kind": norm} if isinstance(norm, str) else dict(norm)
-        if norm.get("kind") not in ("scale", "minmax", "window", "zscore"):
-            raise ProfileError(f"{where}: normalise.kind must be scale, minmax, window or zscore")
-        steps.append(
-            Normalise(
-                norm["kind"],
-                divisor=float(norm.get("divisor", 1000.0)),
-                lo=float(norm.get("lo", -1000.0)),
-                hi=float(norm.get("hi", 1000.0)),
-            )
-        )
-    if spec.get("crop_pad") is not None:
-        cp = dict(spec["crop_pad"])
-        steps.append(CropPad(_triple(cp.get("size"), f"{where}: crop_pad.size", int), float(cp.get("value", 0.0))))
-    layout = spec.get("layout") or {}
-    layout = {"axes": layout} if isinstance(layout, str) else dict(layout)
-    axes = layout.get("axes", "zyx")
-    if not isinstance(axes, str) or sorted(axes) != sorted("zyx"):
-        raise ProfileError(f"{where}: layout.axes must be a permutation of zyx, got {axes!r}")
-    steps.append(Layout(axes, bool(layout.get("channel", False))))
-    return Profile(name, tuple(steps), reader, dtype, str(spec.get("description", "custom profile")))
+    if isinstance(name, str) and NAME_RE.match(name):
+        where = f"{where} {name!r}"
+    return validate(ProfileSpec, spec, where, ProfileError).profile()
 
 
 def load_profiles_file(path: Path) -> dict[str, Profile]:
-    """Custom profiles from a YAML file; errors name the file and the profile."""
-    import yaml
-
-    try:
-        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ProfileError(f"{path}: cannot read the profiles file ({exc})") from exc
+    """Custom profiles from a YAML file; errors name the file, the profile, the key and the reason."""
+    path = Path(path)
+    doc = read_yaml(path, "profiles file", ProfileError, ProfileError)
     items = doc.get("profiles") if isinstance(doc, dict) else None
     if not isinstance(items, list):
         raise ProfileError(f"{path}: expected a mapping with a 'profiles' list")
+    unknown = sorted(str(k) for k in doc if k != "profiles")
+    if unknown:
+        raise ProfileError(f"{path}: unknown key(s) {', '.join(unknown)}; known: profiles")
     profiles: dict[str, Profile] = {}
     for i, item in enumerate(items):
         if not isinstance(item, dict):
