@@ -55,7 +55,7 @@ from rad3d_pipeline import text_metrics
 from rad3d_pipeline.cpus import usable_cpus
 from rad3d_pipeline.embeddings import load_model
 from rad3d_pipeline.metrics import spatial_file_metrics
-from rad3d_pipeline.wordnet_setup import ensure_wordnet
+from rad3d_pipeline.text_metrics.wordnet_setup import ensure_wordnet
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_FILES = ("merlin_predictions_600.jsonl", "radfm_predictions_600.jsonl")

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ENDED = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
@@ -47,6 +45,8 @@ def env_references(node: Any, where: str = "") -> Iterator[tuple[str, str]]:
 
 def missing_settings(files: list[Path], env: Mapping[str, str]) -> list[str]:
     """One line per variable a file wants that is not set (or an unreadable file)."""
+    import yaml  # only here: every `rad3d` call imports this module (rad3d evaluate's start-up counts)
+
     lines = []
     for path in files:
         try:

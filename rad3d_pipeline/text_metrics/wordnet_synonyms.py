@@ -15,7 +15,7 @@ word and either its exception forms or its substitution forms, and union the nam
 that are in the index (a form that is not contributes nothing, exactly as ``_morphy`` filters it).
 
 The table is a single file (sorted records behind an offsets array, a JSON header) written next to
-NLTK's WordNet copy by ``python -m rad3d_pipeline.wordnet_setup`` (or on first use), opened as a
+NLTK's WordNet copy by ``python -m rad3d_pipeline.text_metrics.wordnet_setup`` (or on first use), opened as a
 read-only memory map: loading it costs a few milliseconds and no NLTK import. Its header records
 the WordNet files it came from (name, size, modification time and a SHA-256 of their contents)
 and the SHA-256 of NLTK's WordNet reader source; any difference makes it stale and it is rebuilt.

@@ -7,9 +7,9 @@ it wants ``<nltk_data>/corpora/wordnet/`` and a ``lexnames`` file that Debian do
 ship. :func:`ensure_wordnet` copies the database files there, writes ``lexnames`` (the
 standard WordNet 3.0 list of the 45 lexicographer files) and points NLTK at the folder.
 
-Run ``python -m rad3d_pipeline.wordnet_setup [NLTK_DATA_DIR]`` once per machine (CI does
+Run ``python -m rad3d_pipeline.text_metrics.wordnet_setup [NLTK_DATA_DIR]`` once per machine (CI does
 it in its setup step); calling :func:`ensure_wordnet` again is cheap and idempotent. The command
-also precomputes METEOR's synonym table (:mod:`rad3d_pipeline.wordnet_synonyms`) beside the copy,
+also precomputes METEOR's synonym table (:mod:`rad3d_pipeline.text_metrics.wordnet_synonyms`) beside the copy,
 so that no later process has to build NLTK's WordNet reader (about 4 s each).
 """
 
@@ -173,14 +173,14 @@ def ensure_wordnet(nltk_data: Path | None = None, source: Path = SYSTEM_WORDNET)
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) > 1 or (args and args[0] in {"-h", "--help"}):
-        print("usage: python -m rad3d_pipeline.wordnet_setup [NLTK_DATA_DIR]")
+        print("usage: python -m rad3d_pipeline.text_metrics.wordnet_setup [NLTK_DATA_DIR]")
         return 0 if args and args[0] in {"-h", "--help"} else 2
     try:
         root = ensure_wordnet(Path(args[0]) if args else None)
     except WordNetUnavailableError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    from rad3d_pipeline.wordnet_synonyms import open_table
+    from rad3d_pipeline.text_metrics.wordnet_synonyms import open_table
 
     table = open_table(root)
     print(f"WordNet ready for NLTK under {root / 'corpora' / 'wordnet'}; METEOR synonym table {table.path}")
