@@ -30,11 +30,23 @@ from dagster import (
 from assets.partitions import GPU_OP_TAGS, GPU_POOL, shard_partitions, single_run
 from rad3d_pipeline.volumes.shards import build_shards, previous_manifest, run_metadata
 from resources.ctrate_source import CtrateSource
-from resources.parquet_io import table_dir
+from resources.parquet_io import IGNORES_KEY, table_dir
 from resources.settings import Rad3dSettings
 from resources.volumes import VolumeSettings
 
 GROUP = "volumes"
+# The manifest's run bookkeeping, not its content: a rerun that skips or rewrites identical .npy files (same sha256)
+# keeps the data version, so nothing downstream turns stale.
+RUN_BOOKKEEPING = (
+    "status",
+    "seconds",
+    "read_seconds",
+    "peak_mb",
+    "peak_ratio",
+    "device",
+    "source_mtime_ns",
+    "inputs_key",
+)
 
 
 @asset(
@@ -52,6 +64,7 @@ GROUP = "volumes"
             description="Fails (ERROR) when any volume of the shards was quarantined; see quarantine.csv.",
         )
     ],
+    metadata={IGNORES_KEY: list(RUN_BOOKKEEPING)},
     description="Model-ready .npy per volume and preprocessing profile (RAD3D_VOLUME_PROFILES) under "
     "`<out>/volumes/<profile>/`, with a manifest (shape, spacing, sha256, seconds, peak memory); bad volumes "
     "quarantined with the reason; unchanged inputs skipped.",

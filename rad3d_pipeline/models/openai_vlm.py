@@ -15,7 +15,6 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from rad3d_pipeline.errors import LlmStageError
 from rad3d_pipeline.llm.client import LlmClient, run_all
@@ -50,6 +49,8 @@ def montage(volume: np.ndarray, axis: int = 0, n_slices: int = 16) -> bytes:
     for k, image in enumerate(slices):
         r, c = divmod(k, cols)
         grid[r * h : (r + 1) * h, c * w : (c + 1) * w] = image
+    from PIL import Image  # imported where a montage is drawn: loading the definitions stays cheap
+
     buffer = io.BytesIO()
     Image.fromarray(grid).save(buffer, format="PNG")
     return buffer.getvalue()

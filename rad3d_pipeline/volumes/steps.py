@@ -27,13 +27,14 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from rad3d_pipeline.volumes.version import Rescale
+
+if TYPE_CHECKING:  # torch is imported where a step runs: loading the definitions stays cheap
+    import torch
 
 Align = Literal["centers", "origin"]
 Interpolation = Literal["linear", "nearest"]
@@ -75,6 +76,8 @@ class Volume:
 
     def materialize(self) -> Volume:
         """float32, owned, nothing pending."""
+        import torch
+
         if self.owned and self.data.dtype == torch.float32 and not self.pending:
             return self
         copy = not self.owned or self.data.dtype != torch.float32
@@ -163,6 +166,8 @@ def _axis_plan(
 @contextmanager
 def single_thread(device: torch.device) -> Iterator[None]:
     """Run many small CPU ops on one thread: OpenMP's fork-join costs more than it saves on a plane."""
+    import torch
+
     if device.type != "cpu":
         yield
         return
@@ -176,11 +181,15 @@ def single_thread(device: torch.device) -> Iterator[None]:
 
 def _float_slab(vol: Volume, part: torch.Tensor) -> torch.Tensor:
     """A float32 copy of part of the volume's data with the pending transform applied."""
+    import torch
+
     return vol.apply_pointwise(part.to(torch.float32, copy=True))
 
 
 def _lerp_gather(plane: torch.Tensor, axis: int, plan: tuple[np.ndarray, np.ndarray, np.ndarray]) -> torch.Tensor:
     """Linear (or nearest) interpolation of a 2-D plane along one axis at the planned indices."""
+    import torch
+
     i0, i1, weight = plan
     lo = torch.from_numpy(i0).to(plane.device)
     lower = plane.index_select(axis, lo)
@@ -202,6 +211,8 @@ def _resample_by_slice(
 
     No intermediate volume is ever allocated: the peak is the input, the output and a few planes.
     """
+    import torch
+
     src = vol.data
     direct = src.dtype == torch.float32 and not vol.pending
     cache: dict[int, torch.Tensor] = {}
@@ -260,6 +271,8 @@ class Resample:
         self, full: tuple[int, int, int], device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[slice, slice, slice] | None]:
         """Where the resampled voxels go: a new tensor, or the interior of the crop/pad buffer."""
+        import torch
+
         kept = [self._window(axis, n).stop - self._window(axis, n).start for axis, n in enumerate(full)]
         if not self.canvas or self.keep is None:
             return torch.empty(kept, dtype=torch.float32, device=device), None, None
@@ -271,6 +284,8 @@ class Resample:
         return canvas[inner], canvas, inner
 
     def __call__(self, vol: Volume, ctx: StepContext) -> Volume:
+        import torch.nn.functional as F
+
         if vol.axes != AXES or vol.channel:
             raise ValueError("resample must run before layout")
         shape = tuple(int(n) for n in vol.data.shape)
@@ -324,6 +339,8 @@ class Normalise:
     name: str = field(default="normalise", init=False)
 
     def __call__(self, vol: Volume, ctx: StepContext) -> Volume:
+        import torch
+
         if self.kind == "window":
             vol = Clip(self.lo, self.hi)(vol, ctx).affine(1.0 / (self.hi - self.lo), -self.lo / (self.hi - self.lo))
             return vol.materialize()
@@ -367,6 +384,8 @@ class CropPad:
     name: str = field(default="crop_pad", init=False)
 
     def __call__(self, vol: Volume, ctx: StepContext) -> Volume:
+        import torch
+
         if vol.axes != AXES or vol.channel:
             raise ValueError("crop_pad must run before layout")
         if vol.canvas is not None and vol.canvas_inner is not None and tuple(vol.canvas.shape) == self.size:
@@ -426,6 +445,8 @@ def run_steps(vol: Volume, steps: list[Step], ctx: StepContext) -> Volume:
 
 def volume_from_array(array: np.ndarray, spacing: tuple[float, float, float], device: str = "cpu") -> Volume:
     """Wrap a ``(D, H, W)`` array (no copy on the CPU)."""
+    import torch
+
     if array.ndim != 3:
         raise ValueError(f"expected a (D, H, W) array, got shape {array.shape}")
     with warnings.catch_warnings():
