@@ -35,8 +35,8 @@ from dagster import (
 )
 
 from assets.partitions import shard_partitions
-from rad3d_pipeline.ctrate import CtrateInputError, CtrateLayout
-from rad3d_pipeline.drops import shard_fingerprints
+from rad3d_pipeline.ingest.ctrate import CtrateInputError, CtrateLayout
+from rad3d_pipeline.ingest.drops import shard_fingerprints
 from resources.ctrate_source import CtrateSource
 from resources.settings import Rad3dSettings
 

@@ -15,9 +15,9 @@ from dagster import (
 
 from assets.metadata import table_metadata
 from assets.partitions import closed_task_partitions, single_run
-from rad3d_pipeline.existence import build_task4, select_task4_volumes
-from rad3d_pipeline.labels import CTRATE_LABELS
-from rad3d_pipeline.temporal import build_sequences, build_task5, build_task6, check_temporal_rule
+from rad3d_pipeline.closed_qa.existence import build_task4, select_task4_volumes
+from rad3d_pipeline.closed_qa.temporal import build_sequences, build_task5, build_task6, check_temporal_rule
+from rad3d_pipeline.ingest.labels import CTRATE_LABELS
 from resources.settings import Rad3dSettings
 
 GROUP = "closed_qa"

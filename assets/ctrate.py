@@ -30,8 +30,8 @@ from dagster import (
 
 from assets.metadata import table_metadata, write_quarantine
 from assets.partitions import shard_partitions, single_run
-from rad3d_pipeline.ctrate import LoadResult
-from rad3d_pipeline.patients import build_patients, shard_column
+from rad3d_pipeline.ingest.ctrate import LoadResult
+from rad3d_pipeline.ingest.patients import build_patients, shard_column
 from resources.ctrate_source import CtrateSource
 from resources.settings import Rad3dSettings
 

@@ -2,7 +2,7 @@
 
 The models are a dynamic partitions definition (``models``): ``rad3d build`` and ``rad3d eval`` add
 the configured and registered models to the instance, so a new model shows in the UI without a restart.
-The logic is the core's (:mod:`rad3d_pipeline.evaluation_stage`); these assets wire it.
+The logic is the core's (:mod:`rad3d_pipeline.evaluation.stage`); these assets wire it.
 """
 
 from pathlib import Path
@@ -23,11 +23,13 @@ from dagster import (
 from assets.metadata import table_metadata
 from assets.partitions import GPU_OP_TAGS, GPU_POOL, single_run, task_partitions
 from assets.quality import png_markdown
-from rad3d_pipeline.clinical_metrics import ClinicalMetricConfig
-from rad3d_pipeline.evaluation_stage import (
+from rad3d_pipeline.evaluation.clinical_metrics import ClinicalMetricConfig
+from rad3d_pipeline.evaluation.jury import OFFLINE_JUDGE, Jury
+from rad3d_pipeline.evaluation.metrics import ALIGNSCORE_UNSET, PROTOCOL_VERSIONS, EngineOptions, alignscore_scorer
+from rad3d_pipeline.evaluation.stage import (
     SCORE_KEYS as SCORE_KEYS,
 )
-from rad3d_pipeline.evaluation_stage import (
+from rad3d_pipeline.evaluation.stage import (
     ModelTask,
     build_leaderboard,
     clinical_partitions,
@@ -37,17 +39,15 @@ from rad3d_pipeline.evaluation_stage import (
     predict_partition,
     release_parts,
 )
-from rad3d_pipeline.evaluation_stage import (
+from rad3d_pipeline.evaluation.stage import (
     per_question_scores as per_question_scores,
 )
-from rad3d_pipeline.evaluation_stage import (
+from rad3d_pipeline.evaluation.stage import (
     scores_path as scores_path,
 )
-from rad3d_pipeline.judges import parse_judges
-from rad3d_pipeline.jury import OFFLINE_JUDGE, Jury
+from rad3d_pipeline.evaluation.text_metrics import BertScoreF1
 from rad3d_pipeline.llm.client import LlmClient
-from rad3d_pipeline.metrics import ALIGNSCORE_UNSET, PROTOCOL_VERSIONS, EngineOptions, alignscore_scorer
-from rad3d_pipeline.text_metrics import BertScoreF1
+from rad3d_pipeline.quality.judges import parse_judges
 from resources.llm import LlmResource
 from resources.models import MODELS_PARTITIONS, ModelsResource
 from resources.parquet_io import IGNORES_KEY, UNPARTITIONED_FILE, table_dir

@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
-from rad3d_pipeline.hub_export import BuildSettings, HubExportError, verify_hub_export, write_hub_export
 from rad3d_pipeline.llm.prompts import load_template
-from rad3d_pipeline.release import RELEASE_FOLDER
+from rad3d_pipeline.release.export import RELEASE_FOLDER
+from rad3d_pipeline.release.hub_export import BuildSettings, HubExportError, verify_hub_export, write_hub_export
 from resources.llm import LlmResource
 from resources.settings import Rad3dSettings
 

@@ -1,6 +1,6 @@
 """Tasks 1-3 (open-ended): LLM or rules generation and scoring per task x shard, curation per task.
 
-The logic is the core's (:mod:`rad3d_pipeline.open_qa_stage`); these assets wire its inputs,
+The logic is the core's (:mod:`rad3d_pipeline.open_qa.stage`); these assets wire its inputs,
 resources and partitions, and turn its figures into metadata and checks.
 """
 
@@ -21,11 +21,11 @@ from dagster import (
 
 from assets.metadata import table_metadata
 from assets.partitions import open_qa_partitions, open_task_partitions, single_run, split_open_key
-from rad3d_pipeline.curation import CurationSettings
 from rad3d_pipeline.llm.client import Accounting
 from rad3d_pipeline.llm.failures import check_failure_budget, describe_kinds
-from rad3d_pipeline.llm_stage import LlmRecord, LlmRun, write_llm_record
-from rad3d_pipeline.open_qa_stage import (
+from rad3d_pipeline.llm.stage import LlmRecord, LlmRun, write_llm_record
+from rad3d_pipeline.open_qa.curation import CurationSettings
+from rad3d_pipeline.open_qa.stage import (
     OpenPartition,
     curate_partitions,
     generate_candidates,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import BackfillPolicy, MultiPartitionsDefinition, StaticPartitionsDefinition
 
-from rad3d_pipeline.patients import shard_keys
+from rad3d_pipeline.ingest.patients import shard_keys
 from resources import environment
 
 # Read while this module is imported, from the settings table (resources/environment.py), not by the

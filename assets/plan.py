@@ -21,12 +21,12 @@ from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
 from assets.metadata import table_metadata
 from assets.partitions import open_qa_partitions, split_open_key
-from rad3d_pipeline.curation import CurationSettings
 from rad3d_pipeline.llm.cache import ResponseCache
 from rad3d_pipeline.llm.client import EndpointConfig
 from rad3d_pipeline.llm.plan import STAGES, LlmPlan, PlanConfig, PlanInputs, plan_llm, write_plan
-from rad3d_pipeline.sentences import SentenceSplitter
-from rad3d_pipeline.sentences import report_sentences as split_reports
+from rad3d_pipeline.open_qa.curation import CurationSettings
+from rad3d_pipeline.sentences.segmentation import SentenceSplitter
+from rad3d_pipeline.sentences.segmentation import report_sentences as split_reports
 from resources.ctrate_source import CtrateSource
 from resources.llm import LlmResource
 from resources.plan_settings import PlanSettings

@@ -1,6 +1,6 @@
 """Quality: cross-judge scoring consistency, spatial questions, benchmark statistics.
 
-The logic is the core's (:mod:`rad3d_pipeline.quality_stage`, :mod:`rad3d_pipeline.statistics`);
+The logic is the core's (:mod:`rad3d_pipeline.quality.stage`, :mod:`rad3d_pipeline.quality.benchmark_statistics`);
 these assets wire it and show its figures and charts.
 """
 
@@ -21,9 +21,9 @@ from dagster import (
 
 from assets.metadata import table_metadata
 from assets.open_qa import NO_FAILED_LLM_REQUESTS, failures_check, finish_llm_stage
-from rad3d_pipeline.judges import sample_for_consistency
 from rad3d_pipeline.llm.client import Accounting
-from rad3d_pipeline.quality_stage import (
+from rad3d_pipeline.quality.judges import sample_for_consistency
+from rad3d_pipeline.quality.stage import (
     judge_spatial,
     llm_spatial,
     no_pairs,
@@ -154,7 +154,7 @@ def spatial_qa(
     "entities in the QA, organ distribution chart and per-task word clouds (PNG in the UI and `<out>/reports/`).",
 )
 def benchmark_statistics(release_export: pd.DataFrame, settings: Rad3dSettings) -> Output[pd.DataFrame]:
-    from rad3d_pipeline.statistics import compute_statistics
+    from rad3d_pipeline.quality.benchmark_statistics import compute_statistics
 
     stats = compute_statistics(release_export, settings.seed)
     stats.write(settings.out / "reports")

@@ -9,7 +9,7 @@ import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 
 from assets.metadata import table_metadata
-from rad3d_pipeline.release import export_release, verify_release
+from rad3d_pipeline.release.export import export_release, verify_release
 from resources.settings import Rad3dSettings
 
 GROUP = "release"

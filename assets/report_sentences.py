@@ -5,9 +5,9 @@ from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
 from assets.metadata import table_metadata
 from assets.partitions import shard_partitions, single_run
-from rad3d_pipeline.patients import shard_column
-from rad3d_pipeline.sentences import SentenceSplitter
-from rad3d_pipeline.sentences import report_sentences as split_reports
+from rad3d_pipeline.ingest.patients import shard_column
+from rad3d_pipeline.sentences.segmentation import SentenceSplitter
+from rad3d_pipeline.sentences.segmentation import report_sentences as split_reports
 from resources.settings import Rad3dSettings
 
 GROUP = "sentences"

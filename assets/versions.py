@@ -15,10 +15,10 @@ from collections.abc import Iterable, Sequence
 
 from dagster import AssetsDefinition, AssetSpec, map_asset_specs
 
-from rad3d_pipeline import rules_backend
+from rad3d_pipeline.closed_qa.question_templates import TEMPLATE_VERSION
+from rad3d_pipeline.evaluation.metrics import PROTOCOL_VERSIONS
 from rad3d_pipeline.llm.prompts import load_template
-from rad3d_pipeline.metrics import PROTOCOL_VERSIONS
-from rad3d_pipeline.question_templates import TEMPLATE_VERSION
+from rad3d_pipeline.open_qa import rules_backend
 from rad3d_pipeline.volumes.profiles import Profile
 
 

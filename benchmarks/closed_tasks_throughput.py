@@ -14,9 +14,9 @@ import time
 import numpy as np
 import pandas as pd
 
-from rad3d_pipeline.existence import build_task4
-from rad3d_pipeline.labels import CTRATE_LABELS, TEMPORAL_LABELS
-from rad3d_pipeline.temporal import build_sequences, build_task5, build_task6, temporal_class
+from rad3d_pipeline.closed_qa.existence import build_task4
+from rad3d_pipeline.closed_qa.temporal import build_sequences, build_task5, build_task6, temporal_class
+from rad3d_pipeline.ingest.labels import CTRATE_LABELS, TEMPORAL_LABELS
 
 
 def synthetic_labels(n_volumes: int, seed: int = 0) -> pd.DataFrame:

@@ -147,7 +147,7 @@ def measurement_sentence_rate() -> tuple[float, str]:
     """Distinct measurement sentences per distinct report, measured on CT-RATE's fixture reports (else the sample)."""
     import pandas as pd
 
-    from rad3d_pipeline.sentences import report_sentences
+    from rad3d_pipeline.sentences.segmentation import report_sentences
 
     fixtures = Path(os.environ.get("RAD3D_FIXTURES", REPO.parent / "shared" / "fixtures"))
     csv = fixtures / "ctrate_mini" / "radiology_text_reports" / "validation_reports.csv"
@@ -155,7 +155,7 @@ def measurement_sentence_rate() -> tuple[float, str]:
     if csv.is_file():
         reports = pd.read_csv(csv)
     else:
-        from rad3d_pipeline.sample_data import write_sample_dataset
+        from rad3d_pipeline.synthetic.sample_data import write_sample_dataset
 
         tmp = Path(tempfile.mkdtemp(prefix="rad3d-scale-"))
         write_sample_dataset(tmp, patients=40, seed=0)
@@ -259,7 +259,7 @@ def _ticks_here(repeats: int) -> dict[str, float]:
     from dagster import DagsterInstance, evaluate_automation_conditions
 
     from rad3d.definitions import build_definitions
-    from rad3d_pipeline.sample_data import write_sample_dataset
+    from rad3d_pipeline.synthetic.sample_data import write_sample_dataset
 
     tmp = Path(tempfile.mkdtemp(prefix="rad3d-scale-ticks-"))
     try:

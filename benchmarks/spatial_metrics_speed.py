@@ -1,4 +1,4 @@
-"""Speed of the CT-SpatialVQA text metrics: the benchmark's own procedure vs rad3d_pipeline.text_metrics.
+"""Speed of the CT-SpatialVQA text metrics: the benchmark's own procedure vs rad3d_pipeline.evaluation.text_metrics.
 
 Builds one 9,077-row predictions JSONL file per fixture file in fixtures/spatialvqa_mini/
 (the 600 rows repeated; from the second repetition on, about half of the rows get a
@@ -12,9 +12,9 @@ already loaded for both:
   ``meteor_score`` per item on whitespace tokens; SBERT ``encode`` of predictions and answers in
   chunks of 64 rows (normalised embeddings, row-wise dot product, mean);
 - ``ours``: what ``rad3d evaluate --protocol spatial --lowercase`` runs:
-  :func:`rad3d_pipeline.metrics.spatial_file_metrics` (BLEU, ROUGE, METEOR; ``--workers``
+  :func:`rad3d_pipeline.evaluation.metrics.spatial_file_metrics` (BLEU, ROUGE, METEOR; ``--workers``
   processes, default the usable CPUs, as the command's) and one shared
-  :class:`~rad3d_pipeline.embeddings.SentenceEmbedder` (SBERT cosine).
+  :class:`~rad3d_pipeline.evaluation.embeddings.SentenceEmbedder` (SBERT cosine).
 
 The library modules both call are imported before timing. Prints seconds per file and part,
 the ratios (reference / ours) for the published text metrics (BLEU, ROUGE-1/2/L, METEOR; best
@@ -51,11 +51,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from rad3d_pipeline import text_metrics
-from rad3d_pipeline.cpus import usable_cpus
-from rad3d_pipeline.embeddings import load_model
-from rad3d_pipeline.metrics import spatial_file_metrics
-from rad3d_pipeline.text_metrics.wordnet_setup import ensure_wordnet
+from rad3d_pipeline.common.cpus import usable_cpus
+from rad3d_pipeline.evaluation import text_metrics
+from rad3d_pipeline.evaluation.embeddings import load_model
+from rad3d_pipeline.evaluation.metrics import spatial_file_metrics
+from rad3d_pipeline.evaluation.text_metrics.wordnet_setup import ensure_wordnet
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_FILES = ("merlin_predictions_600.jsonl", "radfm_predictions_600.jsonl")

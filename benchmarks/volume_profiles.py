@@ -30,8 +30,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from rad3d_pipeline.phantoms import PhantomWriter
-from rad3d_pipeline.sample_data import SampleFinding, SampleVolume
+from rad3d_pipeline.synthetic.phantoms import PhantomWriter
+from rad3d_pipeline.synthetic.sample_data import SampleFinding, SampleVolume
 from rad3d_pipeline.volumes.io import read_volume
 from rad3d_pipeline.volumes.memory import PeakMemory
 from rad3d_pipeline.volumes.profiles import Profile, ctclip_profile, m3d_profile

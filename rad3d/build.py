@@ -28,7 +28,7 @@ from dagster import (
 )
 
 from rad3d.stage_jobs import entries_from_graph, stage_job_names, stage_jobs_for
-from rad3d_pipeline.errors import UserFacingError
+from rad3d_pipeline.common.errors import UserFacingError
 
 
 class BuildError(Exception):

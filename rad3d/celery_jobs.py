@@ -29,7 +29,7 @@ from typing import Any
 from dagster import AssetSelection, Backoff, RetryPolicy, define_asset_job
 
 from assets.volumes import GROUP as VOLUMES_GROUP
-from rad3d_pipeline import run_settings
+from rad3d_pipeline.common import run_settings
 from resources import environment
 from resources.settings import output_settings_from_env
 

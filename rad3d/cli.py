@@ -35,11 +35,11 @@ def _volume_size(value: str) -> str | tuple[int, int, int]:
 
 
 def cmd_sample_data(args: argparse.Namespace) -> int:
-    from rad3d_pipeline.sample_data import write_sample_dataset
+    from rad3d_pipeline.synthetic.sample_data import write_sample_dataset
 
     writer = None
     if args.volumes != "none":
-        from rad3d_pipeline.phantoms import PhantomWriter
+        from rad3d_pipeline.synthetic.phantoms import PhantomWriter
 
         writer = PhantomWriter(size=args.volumes, version=args.ctrate_version)
     summary = write_sample_dataset(Path(args.out), patients=args.patients, seed=args.seed, volume_writer=writer)
@@ -55,7 +55,7 @@ def show_progress() -> None:
     """Print the core's progress records (volumes n/N, LLM requests n/N, ...) under the run lines."""
     import logging
 
-    from rad3d_pipeline.progress import LOGGER_NAME, TerminalProgress
+    from rad3d_pipeline.common.progress import LOGGER_NAME, TerminalProgress
 
     logger = logging.getLogger(LOGGER_NAME)
     if not any(isinstance(h, TerminalProgress) for h in logger.handlers):
@@ -198,7 +198,7 @@ def _read_table(out: Path, asset: str) -> pd.DataFrame:
 
 
 def cmd_review_export(args: argparse.Namespace) -> int:
-    from rad3d_pipeline.review import build_review_sheet, write_review_sheet
+    from rad3d_pipeline.quality.review import build_review_sheet, write_review_sheet
 
     out = Path(args.out)
     curated = _read_table(out, "curated_qa")
@@ -212,7 +212,7 @@ def cmd_review_export(args: argparse.Namespace) -> int:
 
 
 def cmd_review_import(args: argparse.Namespace) -> int:
-    from rad3d_pipeline.review import ReviewSheetError, agreement_table, read_filled_sheet
+    from rad3d_pipeline.quality.review import ReviewSheetError, agreement_table, read_filled_sheet
 
     try:
         filled = read_filled_sheet(Path(args.sheet))
@@ -368,7 +368,7 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rad3d_pipeline.errors import UserFacingError
+    from rad3d_pipeline.common.errors import UserFacingError
 
     warnings.filterwarnings("ignore", module="dagster")
     args = make_parser().parse_args(argv)

@@ -32,7 +32,7 @@ from assets.partitions import N_SHARDS
 from assets.versions import with_versions_and_kinds
 from rad3d.celery_jobs import celery_jobs
 from rad3d.stage_jobs import stage_jobs
-from rad3d_pipeline.judges import parse_judges
+from rad3d_pipeline.quality.judges import parse_judges
 from resources import environment as E
 from resources.ctrate_source import CtrateSource
 from resources.llm import LlmResource

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rad3d.arguments import positive_int
-from rad3d_pipeline.tasks import TASK_NAMES
+from rad3d_pipeline.common.tasks import TASK_NAMES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -118,7 +118,7 @@ def results_text(out: Path, models: list[str], tasks: list[int]) -> list[str]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from rad3d.preflight import UsageError, check_out_dir, parse_tasks
-    from rad3d_pipeline.models.registry import ModelSpecError, parse_model_args, spec_from_cli
+    from rad3d_pipeline.evaluation.models.registry import ModelSpecError, parse_model_args, spec_from_cli
 
     out = Path(args.out).expanduser().absolute()
     tasks = [int(t) for t in (parse_tasks(args.tasks) or ["1", "2", "3", "4", "5", "6"])]
@@ -180,7 +180,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rad3d.cli import show_progress
     from rad3d.instance import get_instance
     from rad3d.out_state import build_lock
-    from rad3d_pipeline.models.registry import register
+    from rad3d_pipeline.evaluation.models.registry import register
 
     with build_lock(out, " ".join(sys.argv)):
         try:

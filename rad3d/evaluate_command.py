@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rad3d_pipeline.cpus import usable_cpus
+from rad3d_pipeline.common.cpus import usable_cpus
 
 METRIC_CHOICES = ("bleu", "rouge", "meteor", "bertscore", "sbert")
 DEFAULT_METRICS = {"spatial": "bleu,rouge,meteor,sbert", "3drad": "bleu,rouge,meteor,bertscore"}
@@ -76,7 +76,7 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
 def _jury(names: str | None, cache_dir: Path) -> Any:
     if not names:
         return None
-    from rad3d_pipeline.jury import OFFLINE_JUDGE, Jury
+    from rad3d_pipeline.evaluation.jury import OFFLINE_JUDGE, Jury
     from rad3d_pipeline.llm.cache import ResponseCache
     from rad3d_pipeline.llm.client import EndpointConfig, LlmClient
 
@@ -165,7 +165,7 @@ def evaluate_3drad(
     frame: Any, args: argparse.Namespace, metrics: list[str], bertscore: Any, jury: Any
 ) -> dict[str, Any]:
     """The 3D-RAD protocol's report of one checked predictions frame (see metrics.load_predictions)."""
-    from rad3d_pipeline.metrics import PROTOCOL_VERSIONS, EngineOptions, evaluate_predictions, task_summary
+    from rad3d_pipeline.evaluation.metrics import PROTOCOL_VERSIONS, EngineOptions, evaluate_predictions, task_summary
 
     if args.lowercase:
         frame["prediction"] = frame["prediction"].str.lower()
@@ -213,8 +213,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from rad3d_pipeline.prediction_files import PredictionFileError, load_spatial_pairs, spatial_metrics_of
-    from rad3d_pipeline.protocol_versions import PROTOCOL_VERSIONS
+    from rad3d_pipeline.evaluation.prediction_files import PredictionFileError, load_spatial_pairs, spatial_metrics_of
+    from rad3d_pipeline.evaluation.protocol_versions import PROTOCOL_VERSIONS
 
     metrics = _metrics(args.metrics, args.protocol)
     paths = check_paths(list(args.predictions), args.out)
@@ -226,7 +226,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             if args.protocol == "spatial":
                 loaded.append(load_spatial_pairs(path))
             else:
-                from rad3d_pipeline.metrics import load_predictions
+                from rad3d_pipeline.evaluation.metrics import load_predictions
 
                 loaded.append(load_predictions(path, args.protocol).rows)
         except (PredictionFileError, FileNotFoundError) as exc:
@@ -234,7 +234,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     bertscore: Any = False
     jury: Any = None
     if args.protocol == "3drad":
-        from rad3d_pipeline.text_metrics import BertScoreF1
+        from rad3d_pipeline.evaluation.text_metrics import BertScoreF1
 
         try:
             bertscore = BertScoreF1(model_path=args.bertscore_model) if "bertscore" in metrics else False
@@ -250,7 +250,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     }
     embedder = None
     if args.protocol == "spatial" and "sbert" in metrics:
-        from rad3d_pipeline.text_metrics import SentenceEmbedder
+        from rad3d_pipeline.evaluation.text_metrics import SentenceEmbedder
 
         embedder = SentenceEmbedder()
     for given, rows in zip(args.predictions, loaded, strict=True):

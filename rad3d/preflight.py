@@ -10,8 +10,8 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from rad3d_pipeline.ctrate import CtrateLayout, Split, parse_splits
-from rad3d_pipeline.errors import UserFacingError
+from rad3d_pipeline.common.errors import UserFacingError
+from rad3d_pipeline.ingest.ctrate import CtrateLayout, Split, parse_splits
 
 # The ingest assets and the CT-RATE file each one reads, per split.
 INGEST_FILES = {

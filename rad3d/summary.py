@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from rad3d_pipeline.release import RELEASE_FOLDER
+from rad3d_pipeline.release.export import RELEASE_FOLDER
 
 
 def accounting_summary(out: Path) -> dict[str, dict[str, Any]]:

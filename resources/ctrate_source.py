@@ -7,7 +7,7 @@ from typing import Any
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from rad3d_pipeline.ctrate import (
+from rad3d_pipeline.ingest.ctrate import (
     CtrateLayout,
     LoadResult,
     Split,

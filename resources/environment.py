@@ -11,7 +11,7 @@ Who reads what:
   count must be known before the composition root runs; it is read from this table all the same
   (:func:`read`), never from ``os.environ`` directly.
 - Output-shaping settings (``shapes_outputs``) travel with the GPU jobs as run tags
-  (:func:`output_settings`, ``rad3d_pipeline.run_settings``); a worker whose own differ refuses the step.
+  (:func:`output_settings`, ``rad3d_pipeline.common.run_settings``); a worker whose own differ refuses the step.
 - A few variables are read by something other than the code location (``reader``): the Dagster
   instance file (``{env: NAME}``), the Celery worker file, the command line, the tests. They are
   listed here so that this table, the README's configuration table and the code agree.
@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from rad3d_pipeline import run_settings
-from rad3d_pipeline.errors import UserFacingError
-from rad3d_pipeline.patients import DEFAULT_SHARDS
+from rad3d_pipeline.common import run_settings
+from rad3d_pipeline.common.errors import UserFacingError
+from rad3d_pipeline.ingest.patients import DEFAULT_SHARDS
 
 T = TypeVar("T")
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from rad3d_pipeline.judges import OFFLINE_JUDGES, JudgeSpec, parse_judges
 from rad3d_pipeline.llm.cache import ResponseCache
 from rad3d_pipeline.llm.client import EndpointConfig, LlmClient
+from rad3d_pipeline.quality.judges import OFFLINE_JUDGES, JudgeSpec, parse_judges
 from resources import environment
 
 BACKENDS = ("auto", "rules", "openai")

@@ -13,11 +13,11 @@ import pandas as pd
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from rad3d_pipeline.models.base import ModelAdapter
-from rad3d_pipeline.models.baselines import PriorAdapter, RandomAdapter
-from rad3d_pipeline.models.imported import ImportedAdapter
-from rad3d_pipeline.models.openai_vlm import OpenAIVLMAdapter
-from rad3d_pipeline.models.registry import ModelSpec, limit_of, parse_models, read_registry
+from rad3d_pipeline.evaluation.models.base import ModelAdapter
+from rad3d_pipeline.evaluation.models.baselines import PriorAdapter, RandomAdapter
+from rad3d_pipeline.evaluation.models.imported import ImportedAdapter
+from rad3d_pipeline.evaluation.models.openai_vlm import OpenAIVLMAdapter
+from rad3d_pipeline.evaluation.models.registry import ModelSpec, limit_of, parse_models, read_registry
 from resources import environment
 from resources.llm import LlmResource
 
@@ -93,7 +93,9 @@ class ModelsResource(ConfigurableResource):
                 input_profile=None if spec.kind == "text_only" else str(options.get("profile", "m3d")),
             )
         if spec.kind == "hf_3d_vlm":
-            from rad3d_pipeline.models.hf_3d_vlm import HF3DVLMAdapter  # torch, imported when a model needs it
+            from rad3d_pipeline.evaluation.models.hf_3d_vlm import (
+                HF3DVLMAdapter,  # torch, imported when a model needs it
+            )
 
             return HF3DVLMAdapter(
                 path=str(options["path"]),

@@ -5,7 +5,7 @@ whole partition range (the builds run ranges, not one run per partition). Loadin
 partitioned input returns the concatenation of the requested partitions. An input whose
 ``AssetIn`` metadata sets ``allow_missing_partitions`` skips partitions never built.
 
-Every table's Dagster data version comes from its content (:mod:`rad3d_pipeline.content_version`):
+Every table's Dagster data version comes from its content (:mod:`rad3d_pipeline.common.content_version`):
 an identical rebuild keeps it, so nothing downstream turns stale; changed content changes it. Each
 partition's own content version is in its metadata (``content_version``). Dagster 1.13 records one
 data version per step output (``Output.data_version``; dagster-io/dagster#18649, #34013), so a run
@@ -38,8 +38,8 @@ from dagster import (
     TableSchema,
 )
 
-from rad3d_pipeline.content_version import Recorded, frame_version, output_data_version
-from rad3d_pipeline.parquet_atomic import write_parquet_atomic as write_parquet_atomic
+from rad3d_pipeline.common.content_version import Recorded, frame_version, output_data_version
+from rad3d_pipeline.common.parquet_atomic import write_parquet_atomic as write_parquet_atomic
 
 UNPARTITIONED_FILE = "all"
 DATA_VERSION_TAG = "dagster/data_version"  # where Dagster records a materialization's data version

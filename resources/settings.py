@@ -8,8 +8,8 @@ from pathlib import Path
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field
 
-from rad3d_pipeline import run_settings
-from rad3d_pipeline.ctrate import Split, parse_splits
+from rad3d_pipeline.common import run_settings
+from rad3d_pipeline.ingest.ctrate import Split, parse_splits
 from resources import environment
 
 

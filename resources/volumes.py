@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from rad3d_pipeline.ctrate import Split, parse_splits
+from rad3d_pipeline.ingest.ctrate import Split, parse_splits
 from rad3d_pipeline.volumes.profiles import Profile, resolve_profiles
 from rad3d_pipeline.volumes.runner import resolve_device
 from rad3d_pipeline.volumes.version import VERSION_SETTINGS, VersionSetting

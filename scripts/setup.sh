@@ -43,5 +43,5 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 # WordNet for NLTK's METEOR, copied from Debian's packages into .venv/nltk_data (offline).
-.venv/bin/python -m rad3d_pipeline.text_metrics.wordnet_setup >/dev/null
+.venv/bin/python -m rad3d_pipeline.evaluation.text_metrics.wordnet_setup >/dev/null
 echo "setup: .venv ready ($(.venv/bin/python --version))"

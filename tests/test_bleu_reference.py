@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from rad3d_pipeline import text_metrics as tm
+from rad3d_pipeline.evaluation import text_metrics as tm
 
 
 def _ngrams(tokens: Sequence[str], n: int) -> dict[tuple[str, ...], int]:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rad3d_pipeline import bootstrap as bs
+from rad3d_pipeline.evaluation import bootstrap as bs
 
 
 def synthetic(rng: np.random.Generator, volumes: int = 40, models: int = 3, nan_share: float = 0.1) -> pd.DataFrame:

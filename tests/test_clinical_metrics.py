@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rad3d_pipeline import clinical_metrics as cm
-from rad3d_pipeline.errors import LlmStageError
-from rad3d_pipeline.labels import CTRATE_LABELS
+from rad3d_pipeline.common.errors import LlmStageError
+from rad3d_pipeline.evaluation import clinical_metrics as cm
+from rad3d_pipeline.ingest.labels import CTRATE_LABELS
 from rad3d_pipeline.llm.parsers import ParseError
 from tests.conftest import skip_or_fail
 

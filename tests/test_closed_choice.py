@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rad3d_pipeline.closed_choice import (
+from rad3d_pipeline.evaluation.closed_choice import (
     group_accuracy,
     m3d_correct,
     macro_average,

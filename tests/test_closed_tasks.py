@@ -8,13 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rad3d_pipeline.ctrate import CtrateLayout, read_labels
-from rad3d_pipeline.existence import build_task4, select_task4_volumes
-from rad3d_pipeline.labels import CTRATE_LABELS, TASK4_SUBTASK, TEMPORAL_LABELS
-from rad3d_pipeline.patients import build_patients, shard_key, shard_of
-from rad3d_pipeline.question_templates import TEMPORAL_CHOICES
-from rad3d_pipeline.release import read_release, release_rows, write_release
-from rad3d_pipeline.temporal import (
+from rad3d_pipeline.closed_qa.existence import build_task4, select_task4_volumes
+from rad3d_pipeline.closed_qa.question_templates import TEMPORAL_CHOICES
+from rad3d_pipeline.closed_qa.temporal import (
     build_sequences,
     build_task5,
     build_task6,
@@ -22,6 +18,10 @@ from rad3d_pipeline.temporal import (
     format_history,
     temporal_class,
 )
+from rad3d_pipeline.ingest.ctrate import CtrateLayout, read_labels
+from rad3d_pipeline.ingest.labels import CTRATE_LABELS, TASK4_SUBTASK, TEMPORAL_LABELS
+from rad3d_pipeline.ingest.patients import build_patients, shard_key, shard_of
+from rad3d_pipeline.release.export import read_release, release_rows, write_release
 
 
 def labels_table(rows: dict[str, dict[str, int]]) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rad3d_pipeline.ctrate import (
+from rad3d_pipeline.ingest.ctrate import (
     CtrateInputError,
     CtrateLayout,
     parse_splits,
@@ -16,7 +16,7 @@ from rad3d_pipeline.ctrate import (
     read_metadata,
     read_reports,
 )
-from rad3d_pipeline.labels import CTRATE_LABELS
+from rad3d_pipeline.ingest.labels import CTRATE_LABELS
 
 
 def write_labels(base: Path, rows: list[list[object]], split: str = "valid", columns: list[str] | None = None) -> Path:

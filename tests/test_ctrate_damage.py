@@ -18,7 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rad3d_pipeline.ctrate import (
+from rad3d_pipeline.common.errors import InputFileError
+from rad3d_pipeline.ingest.ctrate import (
     CtrateInputError,
     CtrateLayout,
     crosscheck,
@@ -26,9 +27,8 @@ from rad3d_pipeline.ctrate import (
     read_metadata,
     read_reports,
 )
-from rad3d_pipeline.ctrate_csv import read_csv_file
-from rad3d_pipeline.errors import InputFileError
-from rad3d_pipeline.labels import CTRATE_LABELS
+from rad3d_pipeline.ingest.ctrate_csv import read_csv_file
+from rad3d_pipeline.ingest.labels import CTRATE_LABELS
 
 warnings.filterwarnings("ignore", module="dagster")
 
@@ -460,8 +460,8 @@ def test_damaged_reports_through_dagster(fixtures: Path, tmp_path: Path) -> None
 
 def test_drop_fingerprints_survive_a_damaged_reports_file(fixtures: Path, tmp_path: Path) -> None:
     """The drop sensor reads the same files: a bad byte changes only the damaged patient's shard."""
-    from rad3d_pipeline.drops import changed_shards, shard_fingerprints
-    from rad3d_pipeline.patients import shard_key
+    from rad3d_pipeline.ingest.drops import changed_shards, shard_fingerprints
+    from rad3d_pipeline.ingest.patients import shard_key
 
     rows = fixture_rows(fixtures, REPORTS)
     data = to_csv(rows).encode("utf-8")

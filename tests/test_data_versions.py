@@ -1,6 +1,6 @@
 """Data versions come from content: what an identical rebuild keeps and a changed shard changes.
 
-- The core (:mod:`rad3d_pipeline.content_version`): one table's version is the same in another process
+- The core (:mod:`rad3d_pipeline.common.content_version`): one table's version is the same in another process
   and after a Parquet round trip, and changes with any value, row order, column, dtype.
 - Through a Dagster instance and the real definitions (CT-RATE sources observed per shard, ingest,
   sentences, patients), read with Dagster's own stale-status resolver (what the UI shows):
@@ -30,10 +30,10 @@ from dagster._core.definitions.data_version import CachingStaleStatusResolver
 from dagster._core.loader import LoadingContextForTest
 
 from rad3d.definitions import build_definitions
-from rad3d_pipeline.content_version import Recorded, combined_version, frame_version, output_data_version
-from rad3d_pipeline.parquet_atomic import write_parquet_atomic
-from rad3d_pipeline.patients import shard_key
-from rad3d_pipeline.sample_data import write_sample_dataset
+from rad3d_pipeline.common.content_version import Recorded, combined_version, frame_version, output_data_version
+from rad3d_pipeline.common.parquet_atomic import write_parquet_atomic
+from rad3d_pipeline.ingest.patients import shard_key
+from rad3d_pipeline.synthetic.sample_data import write_sample_dataset
 from tests.dagster_runs import SHARD_RANGE
 
 warnings.filterwarnings("ignore", module="dagster")
@@ -74,7 +74,8 @@ def test_same_content_same_version_in_another_process_and_index(tmp_path: Path) 
     frame.to_pickle(tmp_path / "frame.pkl")
     code = (
         "import sys; sys.path[:0] = [sys.argv[1]]; import pandas as pd; "
-        "from rad3d_pipeline.content_version import frame_version; print(frame_version(pd.read_pickle(sys.argv[2])))"
+        "from rad3d_pipeline.common.content_version import frame_version; "
+        "print(frame_version(pd.read_pickle(sys.argv[2])))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     args = [sys.executable, "-c", code, str(REPO), str(tmp_path / "frame.pkl")]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from rad3d.cli import main
-from rad3d_pipeline.models.registry import (
+from rad3d_pipeline.evaluation.models.registry import (
     ModelSpec,
     ModelSpecError,
     parse_model_args,
@@ -304,7 +304,7 @@ def test_hf_spec_with_the_tiny_trust_remote_code_model(built: Path, capsys: pyte
 
 def test_leaderboard_reads_the_per_question_scores_of_metric_tables(tmp_path: Path) -> None:
     from assets.evaluation import SCORE_KEYS, per_question_scores, scores_path
-    from rad3d_pipeline.metrics import SAMPLE_METRICS
+    from rad3d_pipeline.evaluation.metrics import SAMPLE_METRICS
 
     preds = pd.DataFrame(
         {

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from rad3d.cli import main
-from rad3d_pipeline import metrics
+from rad3d_pipeline.evaluation import metrics
 from tests.conftest import REPO
 
 HEADER = "Task,Subtask,subtask_name,QuestionType,Question,Answer,AnswerChoice,prediction"

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from rad3d_pipeline import hub_export as hx
-from rad3d_pipeline.qa_rows import RELEASE_COLUMNS
-from rad3d_pipeline.release import TASK_FOLDERS
+from rad3d_pipeline.open_qa.qa_rows import RELEASE_COLUMNS
+from rad3d_pipeline.release import hub_export as hx
+from rad3d_pipeline.release.export import TASK_FOLDERS
 from tests.conftest import skip_or_fail
 
 

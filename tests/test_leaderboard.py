@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rad3d_pipeline import leaderboard as lb
-from rad3d_pipeline.metrics import EngineOptions, evaluate_predictions
+from rad3d_pipeline.evaluation import leaderboard as lb
+from rad3d_pipeline.evaluation.metrics import EngineOptions, evaluate_predictions
 
 
 def predictions() -> pd.DataFrame:
@@ -193,7 +193,7 @@ def test_subtask_table_names_the_metric_it_holds() -> None:
 def test_leaderboard_uses_given_scores_for_every_metric(tmp_path: Path, fixtures: Path) -> None:
     """Per-question scores passed in (here with a BERTScore column) give that column its interval too;
     a table value the scores do not reproduce gets none, and the notes say which."""
-    from rad3d_pipeline.metrics import metric_table, sample_scores
+    from rad3d_pipeline.evaluation.metrics import metric_table, sample_scores
 
     frame = release_predictions(fixtures / "3drad_release_mini" / "test")
     scores = sample_scores(frame, EngineOptions(bertscore=False))
@@ -251,8 +251,9 @@ def test_importing_tables_imports_no_plotting_or_scipy() -> None:
     """matplotlib and scipy are imported by the first chart or rank correlation, not with the modules."""
     code = (
         "import sys\n"
-        "import rad3d_pipeline.leaderboard, rad3d_pipeline.leaderboard_plots, rad3d_pipeline.statistics\n"
-        "import rad3d_pipeline.consistency, rad3d_pipeline.plots\n"
+        "import rad3d_pipeline.evaluation.leaderboard, rad3d_pipeline.evaluation.leaderboard_plots\n"
+        "import rad3d_pipeline.quality.benchmark_statistics\n"
+        "import rad3d_pipeline.quality.consistency, rad3d_pipeline.common.plots\n"
         "print(sorted(m for m in ('matplotlib', 'scipy') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rad3d_pipeline.errors import LlmStageError
+from rad3d_pipeline.common.errors import LlmStageError
 from rad3d_pipeline.llm.client import Accounting
 from rad3d_pipeline.llm.failures import check_failure_budget, describe_kinds, read_failures, write_failures
 from tests.conftest import fixtures_root, skip_or_fail
@@ -258,10 +258,10 @@ def test_paper_format_build_equals_the_json_build(fixtures: Path, tmp_path: Path
 
 def test_a_model_s_lost_answer_stops_instead_of_scoring_as_wrong(tmp_path: Path) -> None:
     """An OpenAI-compatible model whose requests fail for good: no empty prediction is scored; one line says why."""
+    from rad3d_pipeline.evaluation.models.base import PredictionItem
+    from rad3d_pipeline.evaluation.models.openai_vlm import OpenAIVLMAdapter
     from rad3d_pipeline.llm.cache import ResponseCache
     from rad3d_pipeline.llm.client import EndpointConfig, LlmClient
-    from rad3d_pipeline.models.base import PredictionItem
-    from rad3d_pipeline.models.openai_vlm import OpenAIVLMAdapter
 
     item = PredictionItem(
         volume_name="valid_1_a_1.nii.gz",

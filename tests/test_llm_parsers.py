@@ -30,7 +30,7 @@ from rad3d_pipeline.llm.parsers import (
 )
 from rad3d_pipeline.llm.prompts import load_template, starters_for
 from rad3d_pipeline.llm.schemas import SCHEMAS, response_format_for
-from rad3d_pipeline.spatial import CATEGORIES, parse_spatial_judgement
+from rad3d_pipeline.quality.spatial_questions import CATEGORIES, parse_spatial_judgement
 from tests.llm_server import json_reply as server_json_reply
 from tests.llm_server import scripted_reply
 from tests.paper_formats import PARSERS, TEMPLATES, render_value, to_paper_format

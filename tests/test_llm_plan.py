@@ -325,7 +325,7 @@ def test_the_llm_plan_asset_shows_the_plan_as_metadata(fixtures: Path, tmp_path:
     from dagster import materialize
 
     from assets.plan import llm_plan
-    from rad3d_pipeline.sentences import SentenceSplitter, report_sentences
+    from rad3d_pipeline.sentences.segmentation import SentenceSplitter, report_sentences
     from resources.ctrate_source import CtrateSource
     from resources.llm import LlmResource
     from resources.parquet_io import PartitionedParquetIOManager
@@ -426,12 +426,12 @@ def test_a_judge_that_is_the_scorer_shares_its_requests(fixtures: Path, tmp_path
 def test_task3_with_the_llm_stage_1_is_estimated_then_exact(fixtures: Path, tmp_path: Path) -> None:
     """RAD3D_TASK3_STAGE1=llm: stage-2 requests are known only from stage-1 replies; once those are cached,
     the plan asks exactly what the stage asks."""
-    from rad3d_pipeline.ctrate import CtrateLayout, read_reports, read_splits
+    from rad3d_pipeline.ingest.ctrate import CtrateLayout, read_reports, read_splits
+    from rad3d_pipeline.ingest.patients import shard_keys
     from rad3d_pipeline.llm.client import LlmClient
     from rad3d_pipeline.llm.plan import PlanConfig, PlanInputs, plan_llm
-    from rad3d_pipeline.open_qa_llm import generate_task3, stage1_sentences_llm
-    from rad3d_pipeline.patients import shard_keys
-    from rad3d_pipeline.sentences import SentenceSplitter, report_sentences
+    from rad3d_pipeline.open_qa.llm_generation import generate_task3, stage1_sentences_llm
+    from rad3d_pipeline.sentences.segmentation import SentenceSplitter, report_sentences
 
     reports = read_splits(read_reports, CtrateLayout.resolve(fixtures / "ctrate_mini"), ("valid",)).table
     sentences = report_sentences(reports, SentenceSplitter())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rad3d_pipeline.measurements import find_all_measurements, find_measurements
+from rad3d_pipeline.sentences.measurements import find_all_measurements, find_measurements
 
 
 @pytest.mark.parametrize(

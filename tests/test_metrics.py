@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rad3d_pipeline import metrics
-from rad3d_pipeline.jury import OFFLINE_JUDGE, Jury, majority, offline_verdict, parse_verdict
+from rad3d_pipeline.evaluation import metrics
+from rad3d_pipeline.evaluation.jury import OFFLINE_JUDGE, Jury, majority, offline_verdict, parse_verdict
+from rad3d_pipeline.evaluation.text_metrics import normalize_answer
 from rad3d_pipeline.llm.cache import ResponseCache
 from rad3d_pipeline.llm.client import EndpointConfig, LlmClient
 from rad3d_pipeline.llm.parsers import ParseError
-from rad3d_pipeline.text_metrics import normalize_answer
 from tests import llm_server
 
 COLUMNS = ["model", "Task", "Subtask", "subtask_name", "QuestionType", "Question", "Answer", "AnswerChoice"]

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rad3d_pipeline.evaluation.models.base import PredictionItem, format_3drad_prompt, items_from_release
+from rad3d_pipeline.evaluation.models.baselines import PriorAdapter, RandomAdapter
+from rad3d_pipeline.evaluation.models.imported import ImportedAdapter, ImportError_
+from rad3d_pipeline.evaluation.models.openai_vlm import OpenAIVLMAdapter, montage
+from rad3d_pipeline.evaluation.models.registry import parse_models
 from rad3d_pipeline.llm.cache import ResponseCache
 from rad3d_pipeline.llm.client import EndpointConfig, LlmClient
-from rad3d_pipeline.models.base import PredictionItem, format_3drad_prompt, items_from_release
-from rad3d_pipeline.models.baselines import PriorAdapter, RandomAdapter
-from rad3d_pipeline.models.imported import ImportedAdapter, ImportError_
-from rad3d_pipeline.models.openai_vlm import OpenAIVLMAdapter, montage
-from rad3d_pipeline.models.registry import parse_models
 from tests.llm_server import LocalLlmServer
 
 CLOSED = PredictionItem(
@@ -122,7 +122,7 @@ def test_openai_vlm_sends_montages(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_hf_3d_vlm_with_a_tiny_local_model(tmp_path: Path) -> None:
-    from rad3d_pipeline.models.hf_3d_vlm import HF3DVLMAdapter
+    from rad3d_pipeline.evaluation.models.hf_3d_vlm import HF3DVLMAdapter
     from tests.tiny_m3d import write_tiny_m3d
 
     folder = write_tiny_m3d(tmp_path / "tiny_m3d_model")

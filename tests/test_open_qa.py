@@ -7,7 +7,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rad3d_pipeline.curation import CurationSettings, curate
 from rad3d_pipeline.llm.cache import ResponseCache
 from rad3d_pipeline.llm.client import EndpointConfig, LlmClient
 from rad3d_pipeline.llm.parsers import (
@@ -20,9 +19,10 @@ from rad3d_pipeline.llm.parsers import (
     parse_task12,
 )
 from rad3d_pipeline.llm.prompts import STARTERS, load_template, starters_for
-from rad3d_pipeline.open_qa import Candidate, answer_grounded, candidates_frame, numbers_in
-from rad3d_pipeline.open_qa_llm import generate_task3, generate_task12, score_candidates
-from rad3d_pipeline.rules_backend import generate_rules, heuristic_scores
+from rad3d_pipeline.open_qa.curation import CurationSettings, curate
+from rad3d_pipeline.open_qa.llm_generation import generate_task3, generate_task12, score_candidates
+from rad3d_pipeline.open_qa.rules_backend import generate_rules, heuristic_scores
+from rad3d_pipeline.open_qa.tasks_open import Candidate, answer_grounded, candidates_frame, numbers_in
 from tests.llm_server import Faults, LocalLlmServer
 
 TASK12_REPLY = """<think>

@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rad3d_pipeline.open_qa import answer_grounded
-from rad3d_pipeline.release import read_release
+from rad3d_pipeline.open_qa.tasks_open import answer_grounded
+from rad3d_pipeline.release.export import read_release
 from tests.llm_server import Faults, LocalLlmServer
 
 pytestmark = pytest.mark.slow

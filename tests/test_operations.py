@@ -23,10 +23,10 @@ from dagster import (
 from assets.operations import run_failure_record
 from assets.partitions import shard_partitions
 from rad3d.definitions import build_definitions
-from rad3d_pipeline.ctrate import CtrateLayout
-from rad3d_pipeline.drops import changed_shards, shard_fingerprints
-from rad3d_pipeline.patients import shard_key
-from rad3d_pipeline.sample_data import write_sample_dataset
+from rad3d_pipeline.ingest.ctrate import CtrateLayout
+from rad3d_pipeline.ingest.drops import changed_shards, shard_fingerprints
+from rad3d_pipeline.ingest.patients import shard_key
+from rad3d_pipeline.synthetic.sample_data import write_sample_dataset
 
 warnings.filterwarnings("ignore", module="dagster")
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from rad3d.ops_command import env_references, missing_settings
-from rad3d_pipeline import run_settings
+from rad3d_pipeline.common import run_settings
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCHED = {"RAD3D_VOLUME_PROFILES": "m3d", "RAD3D_SEED": "0", "code_version:volumes": "2"}

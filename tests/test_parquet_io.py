@@ -132,7 +132,7 @@ def _versions(instance: DagsterInstance, name: str) -> dict[str, tuple[str, str,
 
 
 def test_data_versions_are_the_content_per_partition_alone_and_per_range(tmp_path: Path) -> None:
-    from rad3d_pipeline.content_version import combined_version, frame_version
+    from rad3d_pipeline.common.content_version import combined_version, frame_version
 
     io = PartitionedParquetIOManager(base_dir=str(tmp_path))
     instance = DagsterInstance.ephemeral()
@@ -167,7 +167,7 @@ def test_data_versions_are_the_content_per_partition_alone_and_per_range(tmp_pat
 def test_an_unpartitioned_table_s_data_version_is_its_content(tmp_path: Path) -> None:
     from dagster import AssetKey
 
-    from rad3d_pipeline.content_version import frame_version
+    from rad3d_pipeline.common.content_version import frame_version
 
     io = PartitionedParquetIOManager(base_dir=str(tmp_path))
     instance = DagsterInstance.ephemeral()

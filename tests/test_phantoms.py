@@ -8,8 +8,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from rad3d_pipeline.ctrate import CtrateLayout, read_metadata
-from rad3d_pipeline.phantoms import (
+from rad3d_pipeline.ingest.ctrate import CtrateLayout, read_metadata
+from rad3d_pipeline.synthetic.phantoms import (
     HU_LUNG,
     HU_TISSUE,
     LOBE_Z,
@@ -18,7 +18,7 @@ from rad3d_pipeline.phantoms import (
     render_phantom,
     to_stored,
 )
-from rad3d_pipeline.sample_data import SampleFinding, SampleVolume, write_sample_dataset
+from rad3d_pipeline.synthetic.sample_data import SampleFinding, SampleVolume, write_sample_dataset
 
 
 def volume(*findings: SampleFinding, intercept: float = -1024.0) -> SampleVolume:

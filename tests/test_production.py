@@ -192,7 +192,7 @@ def test_pool_limits_live_in_postgres(production: ProductionInstance) -> None:
 def valid_shard(ctrate_root: Path) -> str:
     """The shard of a CT-RATE `valid` patient that has volumes (the volumes asset builds `valid` by default)."""
     from assets.partitions import N_SHARDS
-    from rad3d_pipeline.patients import shard_key
+    from rad3d_pipeline.ingest.patients import shard_key
 
     volume = next(iter(sorted(ctrate_root.rglob("valid_*.nii.gz"))))
     patient = "_".join(volume.name.split("_")[:2])
@@ -420,7 +420,7 @@ def start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[b
 
 def valid_shards(ctrate_root: Path) -> list[str]:
     from assets.partitions import N_SHARDS
-    from rad3d_pipeline.patients import shard_key
+    from rad3d_pipeline.ingest.patients import shard_key
 
     shards = set()
     for volume in ctrate_root.rglob("valid_*.nii.gz"):

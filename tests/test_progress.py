@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from rad3d_pipeline.progress import LOGGER_NAME, Progress, TerminalProgress
+from rad3d_pipeline.common.progress import LOGGER_NAME, Progress, TerminalProgress
 
 
 class Clock:

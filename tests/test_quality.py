@@ -15,7 +15,8 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from rad3d.definitions import build_definitions
-from rad3d_pipeline.consistency import (
+from rad3d_pipeline.llm.parsers import SCORE_DIMENSIONS, ParseError
+from rad3d_pipeline.quality.consistency import (
     average_ranks,
     judge_averages,
     kendall_tau_b,
@@ -24,16 +25,15 @@ from rad3d_pipeline.consistency import (
     spearman,
     top_k_overlap,
 )
-from rad3d_pipeline.judges import parse_judges, sample_for_consistency
-from rad3d_pipeline.llm.parsers import SCORE_DIMENSIONS, ParseError
-from rad3d_pipeline.review import (
+from rad3d_pipeline.quality.judges import parse_judges, sample_for_consistency
+from rad3d_pipeline.quality.review import (
     ReviewSheetError,
     agreement_table,
     build_review_sheet,
     read_filled_sheet,
     write_review_sheet,
 )
-from rad3d_pipeline.spatial import classify_keywords, parse_spatial_judgement
+from rad3d_pipeline.quality.spatial_questions import classify_keywords, parse_spatial_judgement
 from resources.llm import LlmResource
 from tests.llm_server import LocalLlmServer
 
@@ -302,11 +302,11 @@ def test_spatial_subset_and_statistics_in_a_build(tmp_path: Path) -> None:
 def test_failed_spatial_verdicts_are_failures_not_not_spatial(tmp_path: Path) -> None:
     """Issue 12: a verdict the judge never gave parsably is a reject and a failure, never "not spatial"."""
     from assets.quality import _llm_spatial
-    from rad3d_pipeline.errors import LlmStageError
+    from rad3d_pipeline.common.errors import LlmStageError
     from rad3d_pipeline.llm.cache import ResponseCache
     from rad3d_pipeline.llm.client import EndpointConfig, LlmClient
     from rad3d_pipeline.llm.failures import check_failure_budget
-    from rad3d_pipeline.open_qa_llm import StageResult
+    from rad3d_pipeline.open_qa.llm_generation import StageResult
     from tests.llm_server import Faults
 
     frame = pd.DataFrame(

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from rad3d.cli import main
-from rad3d_pipeline.qa_rows import RELEASE_COLUMNS
-from rad3d_pipeline.release import (
+from rad3d_pipeline.open_qa.qa_rows import RELEASE_COLUMNS
+from rad3d_pipeline.release.export import (
     STALE_FOLDER,
     current_rows,
     frame_csv_bytes,

@@ -11,11 +11,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from rad3d_pipeline.ctrate import CtrateLayout, read_labels, read_metadata, read_reports
-from rad3d_pipeline.errors import SampleDataError, UserFacingError
-from rad3d_pipeline.labels import CTRATE_LABELS
-from rad3d_pipeline.sample_data import JOURNAL, MARKER, SampleVolume, write_sample_dataset
-from rad3d_pipeline.temporal import build_sequences
+from rad3d_pipeline.closed_qa.temporal import build_sequences
+from rad3d_pipeline.common.errors import SampleDataError, UserFacingError
+from rad3d_pipeline.ingest.ctrate import CtrateLayout, read_labels, read_metadata, read_reports
+from rad3d_pipeline.ingest.labels import CTRATE_LABELS
+from rad3d_pipeline.synthetic.sample_data import JOURNAL, MARKER, SampleVolume, write_sample_dataset
 
 KEYWORDS = {
     "Medical material": "pacemaker",

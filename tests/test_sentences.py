@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rad3d_pipeline.ctrate import CtrateLayout, read_reports
-from rad3d_pipeline.measurements import find_measurements
-from rad3d_pipeline.open_qa import numbers_in
-from rad3d_pipeline.release import read_release
-from rad3d_pipeline.sentences import SENTENCE_COLUMNS, SentenceSplitter, report_sentences
+from rad3d_pipeline.ingest.ctrate import CtrateLayout, read_reports
+from rad3d_pipeline.open_qa.tasks_open import numbers_in
+from rad3d_pipeline.release.export import read_release
+from rad3d_pipeline.sentences.measurements import find_measurements
+from rad3d_pipeline.sentences.segmentation import SENTENCE_COLUMNS, SentenceSplitter, report_sentences
 
 SPLITTER = SentenceSplitter()
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from rad3d.build import user_facing_class_names
-from rad3d_pipeline.errors import UserFacingError
-from rad3d_pipeline.judges import parse_judges
-from rad3d_pipeline.models.registry import ModelSpec, parse_models
-from rad3d_pipeline.settings_files import SettingsFileError, SettingsFileNotFoundError, key_path
+from rad3d_pipeline.common.errors import UserFacingError
+from rad3d_pipeline.common.settings_files import SettingsFileError, SettingsFileNotFoundError, key_path
+from rad3d_pipeline.evaluation.models.registry import ModelSpec, parse_models
+from rad3d_pipeline.quality.judges import parse_judges
 from rad3d_pipeline.volumes.profiles import Profile, ProfileError, load_profiles_file, resolve_profiles
 from rad3d_pipeline.volumes.steps import Clip, CropPad, Layout, Normalise, Resample, RescaleToHU
 

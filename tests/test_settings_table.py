@@ -522,7 +522,7 @@ def test_rad3d_build_says_a_bad_setting_in_one_line(
 def test_a_judge_gets_its_own_key_from_the_resource_not_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rad3d_pipeline.judges import JudgeSpec
+    from rad3d_pipeline.quality.judges import JudgeSpec
     from resources.llm import LlmResource
 
     monkeypatch.setenv("JUDGE_KEY", "from-the-environment")  # must not be consulted by the resource

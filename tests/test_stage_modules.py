@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rad3d_pipeline.evaluation_stage import spatial_categories, volume_paths
+from rad3d_pipeline.evaluation.stage import spatial_categories, volume_paths
+from rad3d_pipeline.ingest.patients import shard_keys, shard_of
 from rad3d_pipeline.llm.client import LlmClient, Outcome, Reject
 from rad3d_pipeline.llm.failures import read_failures
-from rad3d_pipeline.llm_stage import LlmRun, write_llm_record
-from rad3d_pipeline.open_qa_stage import max_repeats, score_partitions, ungrounded_task3
-from rad3d_pipeline.patients import shard_keys, shard_of
+from rad3d_pipeline.llm.stage import LlmRun, write_llm_record
+from rad3d_pipeline.open_qa.stage import max_repeats, score_partitions, ungrounded_task3
 
 
 def test_llm_record_keeps_rejects_failures_and_accounting_at_absolute_paths(

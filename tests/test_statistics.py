@@ -8,17 +8,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rad3d_pipeline.ctrate import CtrateLayout, read_labels
-from rad3d_pipeline.existence import build_task4
-from rad3d_pipeline.release import release_rows
-from rad3d_pipeline.statistics import (
+from rad3d_pipeline.closed_qa.existence import build_task4
+from rad3d_pipeline.closed_qa.temporal import build_sequences, build_task5, build_task6
+from rad3d_pipeline.ingest.ctrate import CtrateLayout, read_labels
+from rad3d_pipeline.quality.benchmark_statistics import (
     compute_statistics,
     entity_counts,
     lexicon_segmentable,
     organ_chart,
     weighted_frequencies,
 )
-from rad3d_pipeline.temporal import build_sequences, build_task5, build_task6
+from rad3d_pipeline.release.export import release_rows
 
 wordcloud = pytest.importorskip("wordcloud")
 
@@ -140,7 +140,7 @@ def test_png_bytes_sizes_and_closes_the_figure() -> None:
     """One helper for every chart: at the figure's size (tight_layout), or cropped to what is drawn."""
     import struct
 
-    from rad3d_pipeline.plots import png_bytes, pyplot
+    from rad3d_pipeline.common.plots import png_bytes, pyplot
 
     def size(png: bytes) -> tuple[int, int]:
         assert png[:8] == b"\x89PNG\r\n\x1a\n"

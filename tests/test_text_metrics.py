@@ -14,11 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from rad3d_pipeline import text_metrics as tm
-from rad3d_pipeline.text_metrics import meteor_score, rouge, sacrebleu_rules, tokenizers, wordnet_synonyms
-from rad3d_pipeline.text_metrics import pool as scoring_pool
-from rad3d_pipeline.text_metrics.wordnet_setup import LEXNAMES, WordNetUnavailableError, ensure_wordnet, lexnames_text
-from rad3d_pipeline.text_metrics.wordnet_synonyms import SOURCE_FILES, SynonymTable
+from rad3d_pipeline.evaluation import text_metrics as tm
+from rad3d_pipeline.evaluation.text_metrics import meteor_score, rouge, sacrebleu_rules, tokenizers, wordnet_synonyms
+from rad3d_pipeline.evaluation.text_metrics import pool as scoring_pool
+from rad3d_pipeline.evaluation.text_metrics.wordnet_setup import (
+    LEXNAMES,
+    WordNetUnavailableError,
+    ensure_wordnet,
+    lexnames_text,
+)
+from rad3d_pipeline.evaluation.text_metrics.wordnet_synonyms import SOURCE_FILES, SynonymTable
 from tests.conftest import skip_or_fail
 
 REPO = Path(__file__).resolve().parents[1]
@@ -296,8 +301,8 @@ def test_spatial_metrics_import_no_heavy_library() -> None:
     meteor_score.wordnet_synonyms()  # the table exists (built once per WordNet)
     code = (
         "import sys\n"
-        "from rad3d_pipeline import text_metrics as tm\n"
-        "from rad3d_pipeline.text_metrics import sacrebleu_rules\n"
+        "from rad3d_pipeline.evaluation import text_metrics as tm\n"
+        "from rad3d_pipeline.evaluation.text_metrics import sacrebleu_rules\n"
         "sacrebleu_rules.verified()\n"
         "print(tm.spatial_metrics(['sick lungs are seen'], ['ill lung seen'], sbert=False))\n"
         "heavy = ['nltk', 'sacrebleu', 'rouge_score', 'pandas', 'torch', 'sentence_transformers', 'scipy', 'numpy',\n"
@@ -543,7 +548,7 @@ def test_numpy_mean_without_numpy_is_numpys_bit_for_bit() -> None:
     """numpy's float64 mean (pairwise summation in blocks of 128, eight accumulators) reproduced exactly."""
     import numpy as np
 
-    from rad3d_pipeline.text_metrics.memo import numpy_mean
+    from rad3d_pipeline.evaluation.text_metrics.memo import numpy_mean
 
     rng = random.Random(21)
     lengths = [*range(1, 300), 1000, 1024, 1031, 4099, 8191, 8192, 8193, 9077, 20011, 65537]
@@ -560,7 +565,7 @@ def test_bleu_segment_statistics_equal_sacrebleu_per_pair() -> None:
     """Per pair, the n-gram matches counted on shared words equal sacreBLEU's own statistics (repeats clipped)."""
     from sacrebleu.metrics.bleu import BLEU
 
-    from rad3d_pipeline.text_metrics.bleu import sacrebleu_segment_stats
+    from rad3d_pipeline.evaluation.text_metrics.bleu import sacrebleu_segment_stats
 
     bleu = BLEU()
     rng = random.Random(22)

@@ -15,9 +15,9 @@ from dagster import AssetCheckSeverity, DagsterInstance, materialize
 
 from assets.partitions import shard_partitions
 from rad3d.definitions import build_definitions
-from rad3d_pipeline.ctrate import CtrateLayout, read_metadata
-from rad3d_pipeline.phantoms import PhantomWriter
-from rad3d_pipeline.sample_data import write_sample_dataset
+from rad3d_pipeline.ingest.ctrate import CtrateLayout, read_metadata
+from rad3d_pipeline.synthetic.phantoms import PhantomWriter
+from rad3d_pipeline.synthetic.sample_data import write_sample_dataset
 from resources.parquet_io import table_dir
 
 warnings.filterwarnings("ignore", module="dagster")

@@ -22,10 +22,10 @@ import pytest
 from dagster import AssetCheckSeverity, DagsterInstance, materialize
 
 import rad3d_pipeline.volumes.shards as volume_shards
-from rad3d_pipeline.ctrate import CtrateLayout
-from rad3d_pipeline.errors import InputFileError
-from rad3d_pipeline.patients import shard_key
-from rad3d_pipeline.phantoms import write_nifti
+from rad3d_pipeline.common.errors import InputFileError
+from rad3d_pipeline.ingest.ctrate import CtrateLayout
+from rad3d_pipeline.ingest.patients import shard_key
+from rad3d_pipeline.synthetic.phantoms import write_nifti
 from rad3d_pipeline.volumes import io as volume_io
 from rad3d_pipeline.volumes import runner
 from rad3d_pipeline.volumes.io import BadVolume, read_volume
@@ -380,8 +380,8 @@ def test_volumes_asset_quarantines_damage_moves_stale_outputs_and_removes_temp_f
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from rad3d.definitions import build_definitions
-    from rad3d_pipeline.phantoms import PhantomWriter
-    from rad3d_pipeline.sample_data import write_sample_dataset
+    from rad3d_pipeline.synthetic.phantoms import PhantomWriter
+    from rad3d_pipeline.synthetic.sample_data import write_sample_dataset
     from resources.parquet_io import table_dir
 
     sample = tmp_path / "ctrate"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from rad3d_pipeline.phantoms import write_nifti
+from rad3d_pipeline.synthetic.phantoms import write_nifti
 from rad3d_pipeline.volumes.io import BadVolume, file_sha256, read_volume, save_npy_atomic
 from rad3d_pipeline.volumes.profiles import Profile, ProfileError, load_profiles_file, m3d_profile, resolve_profiles
 from rad3d_pipeline.volumes.runner import RunOptions, ScanMetadata, VolumeJob, process_volume

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rad3d_pipeline.phantoms import PhantomWriter
-from rad3d_pipeline.sample_data import SampleFinding, SampleVolume
+from rad3d_pipeline.synthetic.phantoms import PhantomWriter
+from rad3d_pipeline.synthetic.sample_data import SampleFinding, SampleVolume
 from rad3d_pipeline.volumes.profiles import ctclip_profile, m3d_profile
 from rad3d_pipeline.volumes.reference import ctclip_reference, m3d_reference
 from rad3d_pipeline.volumes.runner import RunOptions, ScanMetadata, VolumeJob, process_volume

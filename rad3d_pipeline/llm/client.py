@@ -35,9 +35,9 @@ import httpx
 import openai
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from rad3d_pipeline.common.progress import Progress
 from rad3d_pipeline.llm.cache import ResponseCache, request_key
 from rad3d_pipeline.llm.parsers import ParseError
-from rad3d_pipeline.progress import Progress
 
 log = logging.getLogger("rad3d.llm")
 T = TypeVar("T")

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from rad3d_pipeline.errors import LlmStageError
+from rad3d_pipeline.common.errors import LlmStageError
 from rad3d_pipeline.llm.client import Accounting, LlmClient, Outcome
 
 FAILURE_COLUMNS: tuple[str, ...] = (

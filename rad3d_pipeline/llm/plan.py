@@ -1,6 +1,6 @@
 """What the LLM stages would send and cost, sending nothing (``rad3d build --plan``, the ``llm_plan`` asset).
 
-The plan runs the stages' own code (:mod:`rad3d_pipeline.open_qa_llm`, the consistency sample, the
+The plan runs the stages' own code (:mod:`rad3d_pipeline.open_qa.llm_generation`, the consistency sample, the
 curation) with a :class:`PlanningClient`: a client that answers from the response cache only and
 records every request the stage asks for. So a planned request has the very cache key the build
 would compute, and "cached" means exactly what the build would read from the cache:
@@ -58,18 +58,23 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from rad3d_pipeline.curation import CurationSettings, curate, passes_filter
-from rad3d_pipeline.errors import InputFileError
-from rad3d_pipeline.judges import sample_for_consistency
+from rad3d_pipeline.common.errors import InputFileError
+from rad3d_pipeline.ingest.patients import shard_column
 from rad3d_pipeline.llm.cache import ResponseCache, request_key
 from rad3d_pipeline.llm.client import EndpointConfig, LlmClient, Outcome, run_all, template_name
 from rad3d_pipeline.llm.parsers import SCORE_DIMENSIONS, ParseError, parse_scores
 from rad3d_pipeline.llm.prompts import load_template, starters_for
-from rad3d_pipeline.open_qa import candidates_frame, report_key
-from rad3d_pipeline.open_qa_llm import generate_task3, generate_task12, score_candidates, stage1_sentences_llm
-from rad3d_pipeline.patients import shard_column
-from rad3d_pipeline.rules_backend import MODEL as RULES_MODEL
-from rad3d_pipeline.rules_backend import generate_rules
+from rad3d_pipeline.open_qa.curation import CurationSettings, curate, passes_filter
+from rad3d_pipeline.open_qa.llm_generation import (
+    generate_task3,
+    generate_task12,
+    score_candidates,
+    stage1_sentences_llm,
+)
+from rad3d_pipeline.open_qa.rules_backend import MODEL as RULES_MODEL
+from rad3d_pipeline.open_qa.rules_backend import generate_rules
+from rad3d_pipeline.open_qa.tasks_open import candidates_frame, report_key
+from rad3d_pipeline.quality.judges import sample_for_consistency
 
 T = TypeVar("T")
 
@@ -916,7 +921,7 @@ class Planner:
         self, endpoint: EndpointConfig, pairs: list[tuple[str, str]], recorder: Recorder | None = None
     ) -> None:
         """The spatial judge's requests: the build's own (``quality_stage.spatial_jobs``)."""
-        from rad3d_pipeline.quality_stage import spatial_jobs
+        from rad3d_pipeline.quality.stage import spatial_jobs
 
         client = PlanningClient(endpoint, self.cache, recorder or self.recorder, "spatial_qa")
         run_all(spatial_jobs(client, pairs), [client])

@@ -20,8 +20,8 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rad3d_pipeline.ctrate import VOLUME_NAME_RE
-from rad3d_pipeline.patients import shard_key
+from rad3d_pipeline.ingest.ctrate import VOLUME_NAME_RE
+from rad3d_pipeline.ingest.patients import shard_key
 
 STALE_DIR = ".stale"
 TEMP_RE = re.compile(r"^\.(?P<stem>.+)\.npy\.tmp-[0-9a-f]+$")

@@ -45,7 +45,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BeforeValidator, model_validator
 
-from rad3d_pipeline.settings_files import SettingsFileError, SettingsModel, read_yaml, validate
+from rad3d_pipeline.common.settings_files import SettingsFileError, SettingsModel, read_yaml, validate
 from rad3d_pipeline.volumes.io import READERS, Reader
 from rad3d_pipeline.volumes.steps import (
     AXES,

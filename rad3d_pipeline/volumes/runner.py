@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rad3d_pipeline.cpus import usable_cpus
-from rad3d_pipeline.ctrate import VOLUME_NAME_RE, CtrateLayout, Split
-from rad3d_pipeline.errors import InputFileError
-from rad3d_pipeline.patients import shard_key
+from rad3d_pipeline.common.cpus import usable_cpus
+from rad3d_pipeline.common.errors import InputFileError
+from rad3d_pipeline.ingest.ctrate import VOLUME_NAME_RE, CtrateLayout, Split
+from rad3d_pipeline.ingest.patients import shard_key
 from rad3d_pipeline.volumes.io import (
     BadVolume,
     RawVolume,

@@ -16,8 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from rad3d_pipeline.ctrate import CtrateInputError, CtrateLayout, Split, read_metadata
-from rad3d_pipeline.progress import Progress
+from rad3d_pipeline.common.progress import Progress
+from rad3d_pipeline.ingest.ctrate import CtrateInputError, CtrateLayout, Split, read_metadata
 from rad3d_pipeline.volumes.outputs import move_aside_stale, remove_temp_files
 from rad3d_pipeline.volumes.profiles import Profile
 from rad3d_pipeline.volumes.runner import (

@@ -1,0 +1,1 @@
+"""Tasks 4-6: existence detection, temporal diagnosis, question templates."""

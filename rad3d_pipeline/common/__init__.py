@@ -1,0 +1,1 @@
+"""Small helpers shared by the stages: errors, atomic Parquet writes, progress, task names, table files."""

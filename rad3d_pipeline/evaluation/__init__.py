@@ -1,0 +1,1 @@
+"""Evaluation: model adapters, predictions, metric protocols, text and clinical metrics, leaderboard."""

@@ -1,0 +1,83 @@
+"""BERTScore F1 as 3D-RAD computes it (``lang="en"``: roberta-large, layer 17), the model a setting."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rad3d_pipeline.evaluation.embeddings import default_model_path
+
+SBERT_MODEL_NAME = "all-MiniLM-L6-v2"
+BERTSCORE_DEFAULT_MODEL = "roberta-large"
+BERTSCORE_MODEL_ENV = "RAD3D_BERTSCORE_MODEL"
+# BERTScore's tuned layer for roberta-large (bert_score.utils.model2layers, what lang="en" uses).
+ROBERTA_LARGE_LAYER = 17
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@functools.cache
+def _bert_scorer(path: str, num_layers: int, batch_size: int) -> Any:
+    _offline()
+    from bert_score import BERTScorer
+
+    return BERTScorer(model_type=path, num_layers=num_layers, batch_size=batch_size, idf=False, device="cpu")
+
+
+def _model_layers(path: str) -> int:
+    from bert_score.utils import model2layers
+
+    name = Path(path).name
+    if name in model2layers:
+        return int(model2layers[name])
+    config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    if config.get("model_type") == "roberta" and config.get("num_hidden_layers") == 24:  # a roberta-large copy
+        return ROBERTA_LARGE_LAYER
+    return int(config["num_hidden_layers"])
+
+
+class BertScoreF1:
+    """BERTScore F1 (greedy cosine matching of token embeddings, no idf, no baseline rescaling).
+
+    3D-RAD uses ``lang="en"``, i.e. roberta-large at layer 17. That model cannot be downloaded
+    here, so it is a setting: ``model_path`` (or the ``RAD3D_BERTSCORE_MODEL`` environment
+    variable) names a local copy of roberta-large (or any Hugging Face encoder; ``num_layers``
+    defaults to bert-score's tuned layer for known names, 17 for a 24-layer RoBERTa, else the
+    last layer). Without one, the offline all-MiniLM-L6-v2 transformer (layer 6) stands in and
+    :attr:`label` says so: its values are not comparable with published BERTScores.
+    Scoring uses the ``bert-score`` package, which embeds each distinct sentence once per call.
+    """
+
+    def __init__(self, model_path: str | Path | None = None, num_layers: int | None = None, batch_size: int = 64):
+        configured = model_path if model_path is not None else os.environ.get(BERTSCORE_MODEL_ENV) or None
+        if configured is not None:
+            path = Path(configured).expanduser()
+            if not (path / "config.json").is_file():
+                raise FileNotFoundError(
+                    f"BERTScore model folder {path} has no config.json (setting {BERTSCORE_MODEL_ENV})"
+                )
+            self.path = str(path)
+            self.num_layers = num_layers or _model_layers(self.path)
+            self.label = f"{path.name} (layer {self.num_layers})"
+        else:
+            self.path = default_model_path()
+            self.num_layers = num_layers or _model_layers(self.path)
+            self.label = f"{SBERT_MODEL_NAME} (layer {self.num_layers}; offline stand-in for {BERTSCORE_DEFAULT_MODEL})"
+        self.batch_size = batch_size
+
+    def f1(self, predictions: Sequence[str], references: Sequence[str]) -> list[float]:
+        """Per-pair F1 in input order; identical pairs are scored once."""
+        if not predictions:
+            return []
+        pairs = list(dict.fromkeys(zip(predictions, references, strict=True)))
+        scorer = _bert_scorer(self.path, self.num_layers, self.batch_size)
+        _, _, f1 = scorer.score([p for p, _ in pairs], [r for _, r in pairs], batch_size=self.batch_size)
+        by_pair = dict(zip(pairs, (float(v) for v in f1.tolist()), strict=True))
+        return [by_pair[pair] for pair in zip(predictions, references, strict=True)]

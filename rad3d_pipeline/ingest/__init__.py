@@ -1,0 +1,1 @@
+"""Ingest: CT-RATE reports, labels and metadata, patients and shards, drop fingerprints."""

@@ -1,0 +1,1 @@
+"""Quality: cross-LLM scoring consistency, judges, spatial-question classification, statistics, review."""

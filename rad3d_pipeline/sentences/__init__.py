@@ -1,0 +1,1 @@
+"""Report sentences: segmentation, sections, measurements, negation and side."""
