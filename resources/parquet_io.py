@@ -56,8 +56,15 @@ def _arrow_schema(frame: pd.DataFrame) -> pa.Schema:
     return pa.Schema.from_pandas(frame, preserve_index=False)
 
 
+def _is_untyped(data_type: pa.DataType) -> bool:
+    """Null, or a nested type with null inside (``list<null>``: a column of lists that are all empty)."""
+    if pa.types.is_null(data_type):
+        return True
+    return any(_is_untyped(data_type.field(i).type) for i in range(data_type.num_fields))
+
+
 def _has_untyped_columns(schema: pa.Schema) -> bool:
-    return any(pa.types.is_null(field.type) for field in schema)
+    return any(_is_untyped(field.type) for field in schema)
 
 
 def reference_schema(frames: list[pd.DataFrame], siblings: list[Path]) -> pa.Schema | None:

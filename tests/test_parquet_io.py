@@ -95,6 +95,33 @@ def test_an_empty_partition_has_the_types_of_its_siblings_alone_or_in_a_range(tm
     assert pq.read_schema(folder / "c.parquet").types == typed.types
 
 
+@asset(partitions_def=parts, backfill_policy=BackfillPolicy.single_run())
+def listed(context: AssetExecutionContext) -> dict[str, pd.DataFrame]:
+    """A list column: a has lists with numbers, b only empty lists (a shard without a measurement), c no rows."""
+    values: dict[str, list[list[float]]] = {"a": [[1.5, 2.0], []], "b": [[], []], "c": []}
+    return {
+        k: pd.DataFrame({"n": range(len(values[k])), "mm": pd.Series(values[k], dtype=object)})
+        for k in context.partition_keys
+    }
+
+
+def test_a_list_column_keeps_its_element_type_in_every_partition_whatever_the_order(tmp_path: Path) -> None:
+    """All-empty lists read as list<null>; they are written with the element type of the typed partitions."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    io = PartitionedParquetIOManager(base_dir=str(tmp_path))
+    folder = tmp_path / "tables" / "listed"
+    tags = {"dagster/asset_partition_range_start": "a", "dagster/asset_partition_range_end": "c"}
+    assert materialize([listed], resources={"io_manager": io}, tags=tags, instance=DagsterInstance.ephemeral()).success
+    for key in "abc":
+        assert pq.read_schema(folder / f"{key}.parquet").field("mm").type == pa.list_(pa.float64()), key
+    # b alone, after its siblings exist: still list<double>, not list<null>.
+    assert materialize([listed], resources={"io_manager": io}, partition_key="b", instance=DagsterInstance.ephemeral())
+    assert pq.read_schema(folder / "b.parquet").field("mm").type == pa.list_(pa.float64())
+    assert pd.read_parquet(folder / "b.parquet")["mm"].map(len).tolist() == [0, 0]
+
+
 # ---------------------------------------------------------------- data versions from content
 
 
