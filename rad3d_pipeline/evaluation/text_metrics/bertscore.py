@@ -73,11 +73,61 @@ class BertScoreF1:
         self.batch_size = batch_size
 
     def f1(self, predictions: Sequence[str], references: Sequence[str]) -> list[float]:
-        """Per-pair F1 in input order; identical pairs are scored once."""
+        """Per-pair F1 in input order; identical pairs are scored once.
+
+        A pair's score depends only on its two texts: each text is embedded in a batch of texts of its
+        own token length, so no padding reaches the model, and each pair is matched on its own.
+        (``bert_score``'s own batches mix lengths: padding moves token embeddings slightly, and in the
+        greedy matching a padded position counts as similarity 0, which wins the max when a token's real
+        similarities are all negative; a score then depends on the other rows of the file, by about 1e-3
+        in F1 on dissimilar pairs.) The arithmetic is bert-score's own (``greedy_cos_idf``).
+        """
         if not predictions:
             return []
         pairs = list(dict.fromkeys(zip(predictions, references, strict=True)))
         scorer = _bert_scorer(self.path, self.num_layers, self.batch_size)
-        _, _, f1 = scorer.score([p for p, _ in pairs], [r for _, r in pairs], batch_size=self.batch_size)
-        by_pair = dict(zip(pairs, (float(v) for v in f1.tolist()), strict=True))
+        f1 = _padding_free_f1(scorer, [p for p, _ in pairs], [r for _, r in pairs], self.batch_size)
+        by_pair = dict(zip(pairs, f1, strict=True))
         return [by_pair[pair] for pair in zip(predictions, references, strict=True)]
+
+
+def _padding_free_f1(scorer: Any, cands: list[str], refs: list[str], batch_size: int) -> list[float]:
+    """``BERTScorer.score`` (idf off, no baseline rescaling) with embedding batches of equal token length."""
+    from collections import defaultdict
+
+    import torch
+    from bert_score.utils import get_bert_embedding, greedy_cos_idf, sent_encode
+
+    tokenizer, model = scorer._tokenizer, scorer._model
+    idf_dict: defaultdict[int, float] = defaultdict(lambda: 1.0)
+    idf_dict[tokenizer.sep_token_id] = 0
+    idf_dict[tokenizer.cls_token_id] = 0
+    by_length: dict[int, list[str]] = defaultdict(list)
+    for sentence in sorted(set(cands) | set(refs)):
+        by_length[len(sent_encode(tokenizer, sentence))].append(sentence)
+    stats: dict[str, tuple[Any, Any]] = {}
+    for length in sorted(by_length):
+        group = by_length[length]
+        for start in range(0, len(group), batch_size):
+            batch = group[start : start + batch_size]
+            embs, masks, idf = get_bert_embedding(batch, model, tokenizer, idf_dict, device=scorer.device)
+            for i, sentence in enumerate(batch):
+                n = int(masks[i].sum().item())
+                stats[sentence] = (embs[i, :n].cpu(), idf[i, :n].cpu())
+
+    out: list[float] = []
+    with torch.no_grad():
+        for cand, ref in zip(cands, refs, strict=True):  # one pair at a time: no padding in the matching either
+            (ref_emb, ref_idf), (cand_emb, cand_idf) = stats[ref], stats[cand]
+            ones_ref = torch.ones(1, ref_emb.size(0), dtype=torch.bool)
+            ones_cand = torch.ones(1, cand_emb.size(0), dtype=torch.bool)
+            _, _, f1 = greedy_cos_idf(
+                ref_emb.unsqueeze(0),
+                ones_ref,
+                ref_idf.unsqueeze(0),
+                cand_emb.unsqueeze(0),
+                ones_cand,
+                cand_idf.unsqueeze(0),
+            )
+            out.append(float(f1.item()))
+    return out
