@@ -84,15 +84,33 @@ def reference_schema(frames: list[pd.DataFrame], siblings: list[Path]) -> pa.Sch
     return None
 
 
+def _is_list(data_type: pa.DataType) -> bool:
+    return bool(pa.types.is_list(data_type) or pa.types.is_large_list(data_type))
+
+
+def _fits(own: pa.DataType, reference: pa.DataType) -> bool:
+    """Whether values typed ``own`` (untyped) can be written as ``reference``: any for null, lists as lists."""
+    return pa.types.is_null(own) or (_is_list(own) and _is_list(reference))
+
+
 def conform(frame: pd.DataFrame, schema: pa.Schema | None) -> pa.Schema | None:
-    """The schema to write ``frame`` with: the reference where the frame's own types are not known
-    (no rows, or all-null columns) and the columns are the same; else strings for null-typed columns."""
+    """The schema to write ``frame`` with (None: its own types).
+
+    With the reference's columns: a frame without rows takes the reference whole; a frame with rows
+    takes the reference's type only for its untyped columns (all null, or lists that are all empty)
+    and only where the values fit it. What is still untyped at the top level is written as strings.
+    """
     own = _arrow_schema(frame)
     if len(frame) and not _has_untyped_columns(own):
         return None
+    fields = list(own)
     if schema is not None and schema.names == own.names:
-        return schema
-    return pa.schema([pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in own])
+        if not len(frame):
+            return schema
+        fields = [
+            ref if _is_untyped(f.type) and _fits(f.type, ref.type) else f for f, ref in zip(own, schema, strict=True)
+        ]
+    return pa.schema([pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in fields])
 
 
 def table_metadata(frame: pd.DataFrame, preview_rows: int = 5) -> dict[str, Any]:
@@ -122,7 +140,7 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
                 raise TypeError(f"asset {name}: expected a DataFrame, got {type(obj).__name__}")
             path = self._path(name, None)
             write_parquet_atomic(obj, path, conform(obj, reference_schema([], [path] if path.exists() else [])))
-            version = content_version(context, obj)
+            version = content_version(context, pd.read_parquet(path))  # the content as written and read
             context.add_output_metadata(
                 {**table_metadata(obj), "path": MetadataValue.path(str(path.resolve())), CONTENT_KEY: version}
             )
@@ -146,7 +164,7 @@ class PartitionedParquetIOManager(ConfigurableIOManager):
         for key, frame in frames.items():
             path = self._path(name, key)
             write_parquet_atomic(frame, path, conform(frame, schema))
-            versions[key] = content_version(context, frame)
+            versions[key] = content_version(context, pd.read_parquet(path))  # as written (conformed types)
             metadata[key] = {**table_metadata(frame), "path": MetadataValue.path(str(path.resolve()))}
         step = _step_context()
         recorded = {key: _recorded(step, context.asset_key, key) for key in frames} if step else {}

@@ -122,6 +122,25 @@ def test_a_list_column_keeps_its_element_type_in_every_partition_whatever_the_or
     assert pd.read_parquet(folder / "b.parquet")["mm"].map(len).tolist() == [0, 0]
 
 
+def test_lists_that_are_all_empty_never_take_a_sibling_type_they_do_not_fit(tmp_path: Path) -> None:
+    """c alone first (no rows: its list column cannot be typed, written as strings), then b alone (rows
+    whose lists are all empty): b must not be forced into c's string type; a range then types them all."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    io = PartitionedParquetIOManager(base_dir=str(tmp_path))
+    folder = tmp_path / "tables" / "listed"
+    for key in ("c", "b"):
+        assert materialize(
+            [listed], resources={"io_manager": io}, partition_key=key, instance=DagsterInstance.ephemeral()
+        )
+    assert pd.read_parquet(folder / "b.parquet")["mm"].map(len).tolist() == [0, 0]
+    tags = {"dagster/asset_partition_range_start": "a", "dagster/asset_partition_range_end": "c"}
+    assert materialize([listed], resources={"io_manager": io}, tags=tags, instance=DagsterInstance.ephemeral()).success
+    for key in "abc":
+        assert pq.read_schema(folder / f"{key}.parquet").field("mm").type == pa.list_(pa.float64()), key
+
+
 # ---------------------------------------------------------------- data versions from content
 
 
