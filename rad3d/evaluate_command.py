@@ -237,7 +237,13 @@ def _evaluate(args: argparse.Namespace) -> int:
         from rad3d_pipeline.evaluation.text_metrics import BertScoreF1
 
         try:
-            bertscore = BertScoreF1(model_path=args.bertscore_model) if "bertscore" in metrics else False
+            if "bertscore" in metrics:
+                from resources import environment  # the settings table: RAD3D_BERTSCORE_MODEL when no flag
+
+                model = args.bertscore_model or environment.read(environment.BERTSCORE_MODEL)
+                bertscore = BertScoreF1(model_path=model)
+            else:
+                bertscore = False
         except FileNotFoundError as exc:
             raise InputError(f"--bertscore-model: {exc}") from None
         jury = _jury(args.jury, Path(args.cache_dir))

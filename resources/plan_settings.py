@@ -14,5 +14,6 @@ class PlanSettings(ConfigurableResource):
     tokenizer: str | None = Field(
         default=environment.TOKENIZER.default_value(),
         description="A tokenizer.json of the generator/scorer model (RAD3D_TOKENIZER), counted with the "
-        "'tokenizers' package; unset: characters per token, calibrated on the cache's usage figures.",
+        "'tokenizers' package; unset: 4 letters per token plus one per run of digits and symbols, "
+        "scaled by the cache's usage figures.",
     )

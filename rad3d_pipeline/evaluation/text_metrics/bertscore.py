@@ -47,16 +47,17 @@ class BertScoreF1:
     """BERTScore F1 (greedy cosine matching of token embeddings, no idf, no baseline rescaling).
 
     3D-RAD uses ``lang="en"``, i.e. roberta-large at layer 17. That model cannot be downloaded
-    here, so it is a setting: ``model_path`` (or the ``RAD3D_BERTSCORE_MODEL`` environment
-    variable) names a local copy of roberta-large (or any Hugging Face encoder; ``num_layers``
-    defaults to bert-score's tuned layer for known names, 17 for a 24-layer RoBERTa, else the
-    last layer). Without one, the offline all-MiniLM-L6-v2 transformer (layer 6) stands in and
-    :attr:`label` says so: its values are not comparable with published BERTScores.
-    Scoring uses the ``bert-score`` package, which embeds each distinct sentence once per call.
+    here, so it is a setting: ``model_path`` (the composition root and ``rad3d evaluate`` pass
+    ``RAD3D_BERTSCORE_MODEL``) names a local copy of roberta-large (or any Hugging Face encoder;
+    ``num_layers`` defaults to bert-score's tuned layer for known names, 17 for a 24-layer RoBERTa,
+    else the last layer). Without one, the offline all-MiniLM-L6-v2 transformer (layer 6) stands in
+    and :attr:`label` says so: its values are not comparable with published BERTScores.
+    Scoring uses the ``bert-score`` package's embedding and matching functions; each distinct
+    sentence is embedded once per call (see :meth:`f1`).
     """
 
     def __init__(self, model_path: str | Path | None = None, num_layers: int | None = None, batch_size: int = 64):
-        configured = model_path if model_path is not None else os.environ.get(BERTSCORE_MODEL_ENV) or None
+        configured = model_path
         if configured is not None:
             path = Path(configured).expanduser()
             if not (path / "config.json").is_file():
