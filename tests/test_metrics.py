@@ -121,10 +121,10 @@ def test_offline_judge() -> None:
     assert "not an LLM" in jury.label
 
 
-def _jury_reply(messages: list[dict[str, Any]], model: str) -> str:
+def _jury_reply(messages: list[dict[str, Any]], model: str, model_like: bool = False) -> str:
     system = str(messages[0].get("content", ""))
     if "grading answers" not in system:
-        return ORIGINAL_REPLY(messages, model)
+        return ORIGINAL_REPLY(messages, model, model_like)
     user = str(messages[-1]["content"])
     reference = user.split("Reference answer: ")[1].split("\n")[0]
     prediction = user.split("Model answer: ")[1].split("\n")[0]
