@@ -40,6 +40,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   # torch first and pinned: this takes the CPU build; an unpinned torch pulls a multi-GB CUDA build.
   .venv/bin/python -m pip install -q "torch==2.13.0"
   .venv/bin/python -m pip install -q -e ".[dev,production]"
+  # The clinical metrics' packages without their declared deps (medspacy/PyRuSH pin spacy<3.8 on Python 3.11).
+  .venv/bin/python -m pip install -q --no-deps $(.venv/bin/python -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["clinical"]))')
+  # medspacy-quickumls and radgraph install a top-level `tests` package; the project's own is tests/.
+  rm -rf .venv/lib/python3*/site-packages/tests
   touch "$stamp"
 fi
 # WordNet for NLTK's METEOR, copied from Debian's packages into .venv/nltk_data (offline).

@@ -350,6 +350,19 @@ def test_ratescore_adapter_calls_the_documented_api_with_local_folders(
         cm.score_open_ended(frame, fake_ratescore)
 
 
+def test_a_non_finite_package_score_stops_with_one_line(
+    fake_ratescore: cm.ClinicalMetricConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A NaN from the package would leave its pair out of the task mean unseen: it stops the stage instead."""
+
+    def with_nan(self: FakeRaTEScore, candidate_list: list[str], reference_list: list[str]) -> list[float]:
+        return [math.nan if i == 3 else 0.5 for i in range(len(candidate_list))]
+
+    monkeypatch.setattr(FakeRaTEScore, "compute_score", with_nan)
+    with pytest.raises(cm.ClinicalMetricError, match=r"^RaTEScore returned nan for pair 3 \(1 of 14 pairs\)$"):
+        cm.score_open_ended(_predictions(), fake_ratescore)
+
+
 def test_ratescore_without_its_package_or_folders_is_not_computed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

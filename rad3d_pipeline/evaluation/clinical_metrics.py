@@ -282,7 +282,40 @@ def _check_scores(name: str, values: Sequence[Any], n: int) -> list[float]:
     scores = [float(v) for v in values]
     if len(scores) != n:
         raise ClinicalMetricError(f"{name} returned {len(scores)} scores for {n} pairs")
+    bad = [i for i, v in enumerate(scores) if not math.isfinite(v)]
+    if bad:  # a NaN would otherwise leave the pair out of the task mean unseen
+        raise ClinicalMetricError(f"{name} returned {scores[bad[0]]} for pair {bad[0]} ({len(bad)} of {n} pairs)")
     return scores
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _quiet_loguru(*modules: str) -> None:
+    """Silence loguru in ``modules`` (RaTEScore's sentence splitter PyRuSH logs every token at DEBUG)."""
+    try:
+        from loguru import logger
+    except ImportError:
+        return
+    for module in modules:
+        logger.disable(module)
+
+
+def _ratescore_label_problem(idx2label: object, affinity: object) -> str | None:
+    """Why the NER model's labels do not fit RaTEScore's affinity matrix (the package would KeyError), or None."""
+    if not isinstance(idx2label, dict) or not isinstance(affinity, dict):
+        return None
+    types = {str(k[0]) for k in affinity if isinstance(k, tuple) and k != ("NEG", "WEIGHT")}
+    odd = sorted(
+        str(label)
+        for label in idx2label.values()
+        if str(label) != "O" and not (str(label)[:2] in ("B-", "I-") and str(label)[2:] in types)
+    )
+    if odd:
+        return f"labels {', '.join(odd[:3])} are not O or B-/I- of {', '.join(sorted(types))}"
+    return None
 
 
 def ratescore_scorer(config: ClinicalMetricConfig) -> tuple[Callable[[list[str], list[str]], list[float]], str]:
@@ -302,20 +335,37 @@ def ratescore_scorer(config: ClinicalMetricConfig) -> tuple[Callable[[list[str],
     assert config.ratescore_ner_model is not None and config.ratescore_eval_model is not None
     from RaTEScore import RaTEScore  # the package imports medspacy at import time: lazily, only when used
 
+    _quiet_loguru("PyRuSH", "PyFastNER")
     ner = Path(config.ratescore_ner_model).expanduser()
     encoder = Path(config.ratescore_eval_model).expanduser()
-    scorer = RaTEScore(
-        bert_model=str(ner),
-        eval_model=str(encoder),
-        batch_size=config.batch_size,
-        use_gpu=config.device != "cpu",
-        affinity_matrix=config.ratescore_affinity,
-    )
+    try:
+        scorer = RaTEScore(
+            bert_model=str(ner),
+            eval_model=str(encoder),
+            batch_size=config.batch_size,
+            use_gpu=config.device != "cpu",
+            affinity_matrix=config.ratescore_affinity,
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise ClinicalMetricError(f"RaTEScore: {ner} + {encoder} cannot be loaded: {_first_line(exc)}") from exc
+    problem = _ratescore_label_problem(getattr(scorer, "idx2label", None), getattr(scorer, "affinity_matrix", None))
+    if problem:
+        raise ClinicalMetricError(f"RaTEScore: NER model {ner} does not fit: {problem}")
 
     def score(predictions: list[str], references: list[str]) -> list[float]:
         return _check_scores("RaTEScore", scorer.compute_score(list(predictions), list(references)), len(predictions))
 
     return score, f"RaTEScore {ner} + {encoder} (affinity {config.ratescore_affinity})"
+
+
+def _radgraph_incompatible(exc: BaseException) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = f"radgraph {version('radgraph')} with transformers {version('transformers')}"
+    except PackageNotFoundError:
+        found = "radgraph with this transformers"
+    return f"{found} cannot run ({_first_line(exc)}); radgraph needs transformers<5"
 
 
 def radgraph_scorer(config: ClinicalMetricConfig) -> tuple[Callable[[list[str], list[str]], list[float]], str]:
@@ -335,10 +385,20 @@ def radgraph_scorer(config: ClinicalMetricConfig) -> tuple[Callable[[list[str], 
     kwargs: dict[str, Any] = {"model_cache_dir": str(model_dir), "cuda": -1 if config.device == "cpu" else 0}
     if config.radgraph_tokenizer_cache is not None:
         kwargs["tokenizer_cache_dir"] = str(Path(config.radgraph_tokenizer_cache).expanduser())
-    scorer = F1RadGraph(reward_level="all", model_type=config.radgraph_model_type, **kwargs)
+    try:
+        scorer = F1RadGraph(reward_level="all", model_type=config.radgraph_model_type, **kwargs)
+    except AttributeError as exc:  # its vendored allennlp calls tokenizer APIs that transformers 5 removed
+        raise ClinicalMetricError(f"RadGraph F1: {_radgraph_incompatible(exc)}") from exc
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ClinicalMetricError(
+            f"RadGraph F1: {model_dir / config.radgraph_model_type} cannot be loaded: {_first_line(exc)}"
+        ) from exc
 
     def score(predictions: list[str], references: list[str]) -> list[float]:
-        _, rewards, _, _ = scorer(hyps=list(predictions), refs=list(references))
+        try:
+            _, rewards, _, _ = scorer(hyps=list(predictions), refs=list(references))
+        except AttributeError as exc:
+            raise ClinicalMetricError(f"RadGraph F1: {_radgraph_incompatible(exc)}") from exc
         if not isinstance(rewards, (tuple, list)) or len(rewards) != 3:
             raise ClinicalMetricError("RadGraph F1 returned rewards not in the (RG_E, RG_ER, RG_bar_ER) shape")
         return _check_scores("RadGraph F1", rewards[1], len(predictions))
