@@ -121,6 +121,24 @@ def _folder_missing(path: Path | None, setting: str) -> str | None:
     return None
 
 
+def import_radgraph() -> Any:
+    """The radgraph package, imported without its side effect on this process's logging.
+
+    Its vendored AllenNLP calls ``logging.setLoggerClass(AllenNlpLogger)`` at import; every logger made
+    afterwards in the process is then an ``AllenNlpLogger``, whose constructor Dagster's loggers cannot
+    call (``TypeError: ... unexpected keyword argument 'level'``), so later runs in a ``rad3d build``
+    process would fail. The logger class is put back.
+    """
+    import logging
+
+    previous = logging.getLoggerClass()
+    try:
+        import radgraph
+    finally:
+        logging.setLoggerClass(previous)
+    return radgraph
+
+
 def _radgraph_missing(config: ClinicalMetricConfig) -> str | None:
     missing = _folder_missing(config.radgraph_model_dir, "radgraph_model_dir")
     if missing:
@@ -379,7 +397,7 @@ def radgraph_scorer(config: ClinicalMetricConfig) -> tuple[Callable[[list[str], 
     if missing:
         raise ClinicalMetricError(f"RadGraph F1: {missing}")
     assert config.radgraph_model_dir is not None
-    from radgraph import F1RadGraph
+    F1RadGraph = import_radgraph().F1RadGraph
 
     model_dir = Path(config.radgraph_model_dir).expanduser()
     kwargs: dict[str, Any] = {"model_cache_dir": str(model_dir), "cuda": -1 if config.device == "cpu" else 0}
