@@ -61,7 +61,9 @@ def _load(
         **write_quarantine(quarantine, settings.quarantine_path(name)),
     }
     meta["splits"] = ", ".join(settings.split_tuple())
-    meta["identical_duplicates_collapsed"] = MetadataValue.int(loaded.counts.get("identical_duplicates_collapsed", 0))
+    meta["identical_duplicates_collapsed_in_file"] = MetadataValue.int(
+        loaded.counts.get("identical_duplicates_collapsed", 0)
+    )
     if len(quarantine):
         kinds = quarantine["reason"].str.replace(r"\s*(?:[:(]| of line | before line ).*$", "", regex=True)
         reasons = kinds.value_counts()

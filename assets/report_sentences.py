@@ -35,12 +35,12 @@ def report_sentences(
     meta = table_metadata(table)
     meta["splitter"] = splitter.splitter_name
     flagged = int(table["has_measurement"].sum()) if len(table) else 0
-    meta["with_measurement"] = flagged
+    meta["run_with_measurement"] = flagged  # the run's figures (all its shards), labelled so
     # Precision stays visible: the share of sentences flagged as carrying a measurement.
     share = flagged / len(table) if len(table) else 0.0
-    meta["with_measurement_share"] = MetadataValue.float(round(share, 4))
+    meta["run_with_measurement_share"] = MetadataValue.float(round(share, 4))
     # Sentences with a unit-less size whose unit could not be inferred (flagged, not in measurements_mm).
-    meta["unit_less_sizes_unnormalised"] = (
+    meta["run_unit_less_sizes_unnormalised"] = (
         int(table["other_measurement_kinds"].map(lambda kinds: "size" in list(kinds)).sum()) if len(table) else 0
     )
     context.log.info(
